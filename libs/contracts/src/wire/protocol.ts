@@ -1,0 +1,158 @@
+/**
+ * Wire protocol between the supervisor and one Python worker, over the worker's stdin/stdout.
+ *
+ * Every message is one frame:
+ *
+ *   u32 big-endian header length | u32 big-endian payload length | header (UTF-8 JSON object) | payload bytes
+ *
+ * The header always has a `type`. The payload carries binary data (raw pixels) so nothing is base64 on
+ * this pipe; most messages have an empty payload. The Python side mirrors these types in
+ * `worker-python/flexy_worker/protocol.py`; both are checked against `wire-vectors.json`.
+ */
+
+export const PROTOCOL_VERSION = 1;
+/** Frames larger than this are a protocol error (64 MP of RGB plus headroom). */
+export const MAX_FRAME_BYTES = 256 * 1024 * 1024;
+export const FRAME_PREFIX_BYTES = 8;
+
+/** Exit codes with a meaning the supervisor acts on. */
+export const WorkerExitCode = {
+  /** Clean shutdown after a `shutdown` message or SIGTERM. */
+  Ok: 0,
+  /** The CUDA context is poisoned (illegal address, launch failure, ECC): restart at once. */
+  CudaPoisoned: 70,
+  /** Out of memory while loading the preload set: restart with a smaller one. */
+  PreloadOom: 71,
+  /** The supervisor sent something the worker cannot parse. */
+  ProtocolError: 72,
+} as const;
+
+export type WeightsKind = 'demo' | 'hub';
+export type ErrorCode =
+  | 'bad_input'
+  | 'oom'
+  | 'cancelled'
+  | 'engine_unavailable'
+  | 'text_encoder_unavailable'
+  | 'cuda_fatal'
+  | 'internal';
+
+/** Raw RGB8 image description; its bytes are a slice of the frame payload. */
+export interface RawImageRef {
+  width: number;
+  height: number;
+  channels: 3;
+  byte_length: number;
+}
+
+// ---- supervisor → worker ------------------------------------------------------------------------
+
+export interface GenerateMessage {
+  type: 'generate';
+  job_id: string;
+  engine: string;
+  prompt: string;
+  negative_prompt: string | null;
+  seed: number;
+  steps: number;
+  guidance: number;
+  width: number;
+  height: number;
+  num_images: number;
+  /** Reference images for engines that condition on them; pixels follow in the payload, in order. */
+  references: RawImageRef[];
+  /** Send a `progress` preview every N steps (0 = never). */
+  preview_every: number;
+}
+
+export interface CancelMessage {
+  type: 'cancel';
+  job_id: string;
+}
+
+export interface PingMessage {
+  type: 'ping';
+  seq: number;
+}
+
+export interface UnloadMessage {
+  type: 'unload';
+  /** null unloads every engine. */
+  engine: string | null;
+}
+
+export interface ShutdownMessage {
+  type: 'shutdown';
+}
+
+export type SupervisorMessage = GenerateMessage | CancelMessage | PingMessage | UnloadMessage | ShutdownMessage;
+
+// ---- worker → supervisor ------------------------------------------------------------------------
+
+export interface ResidencyReport {
+  /** Engines whose pipelines are loaded (on the device or parked in host memory). */
+  engines: Array<{ engine: string; location: 'device' | 'host'; bytes: number }>;
+  device_bytes_used: number;
+  device_budget_bytes: number;
+  last_load_ms: number | null;
+  last_swap_ms: number | null;
+}
+
+export interface ReadyMessage {
+  type: 'ready';
+  protocol: number;
+  pid: number;
+  device: string;
+  torch_version: string;
+  diffusers_version: string;
+  /** Engines whose snapshots were found, with the kind of weights they hold. */
+  engines: Array<{ engine: string; weights: WeightsKind; revision: string }>;
+  residency: ResidencyReport;
+}
+
+export interface PongMessage {
+  type: 'pong';
+  seq: number;
+  /** The job on the GPU thread, if any, and when it last reported a step (ms since epoch). */
+  busy_job_id: string | null;
+  last_progress_at: number | null;
+  residency: ResidencyReport;
+}
+
+export interface ProgressMessage {
+  type: 'progress';
+  job_id: string;
+  step: number;
+  total_steps: number;
+  elapsed_ms: number;
+  /** When present, a small RGB preview decoded from the latents follows in the payload. */
+  preview: RawImageRef | null;
+}
+
+export interface ImageMessage {
+  type: 'image';
+  job_id: string;
+  index: number;
+  image: RawImageRef;
+}
+
+export interface Timings {
+  load_ms: number;
+  text_encode_ms: number;
+  denoise_ms: number;
+  decode_ms: number;
+  total_ms: number;
+}
+
+export interface ResultMessage {
+  type: 'result';
+  job_id: string;
+  status: 'succeeded' | 'failed' | 'cancelled';
+  error: { code: ErrorCode; message: string; field: string | null } | null;
+  timings: Timings;
+  weights: WeightsKind | null;
+  model_revision: string | null;
+  num_images: number;
+}
+
+export type WorkerMessage = ReadyMessage | PongMessage | ProgressMessage | ImageMessage | ResultMessage;
