@@ -1,0 +1,27 @@
+import 'reflect-metadata';
+import { Logger } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { createValidationPipe } from './common/validation';
+import { GatewayModule } from './gateway.module';
+
+async function bootstrap(): Promise<void> {
+  const app = await NestFactory.create(GatewayModule);
+  const config = app.get<AppConfig>(APP_CONFIG);
+  app.useGlobalPipes(createValidationPipe());
+  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  const spec = new DocumentBuilder()
+    .setTitle('FlexyFace image service')
+    .setDescription('Text-to-image generation on FLUX.2 [dev] 4-bit, FLUX.1 [dev], SD3 Medium and RealVisXL.')
+    .setVersion('1')
+    .build();
+  SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, spec), { jsonDocumentUrl: 'docs/openapi.json' });
+  await app.listen(config.port, config.host);
+  Logger.log(`listening on http://${config.host}:${config.port}`, 'Gateway');
+}
+
+void bootstrap().catch((err) => {
+  Logger.error(err instanceof Error ? err.stack : String(err), 'Gateway');
+  process.exit(1);
+});

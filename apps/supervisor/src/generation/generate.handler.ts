@@ -1,0 +1,156 @@
+import { Inject, Injectable, Logger } from '@nestjs/common';
+import {
+  InvalidJobPayloadError,
+  JobName,
+  parseGenerateJob,
+  type GenerateJobPayload,
+  type GenerateJobProgress,
+  type GenerateJobResult,
+  type ResultMessage,
+} from '@flexy/contracts';
+import { GenerationsRepository } from '@flexy/persistence';
+import { IMAGE_STORE, ImageStore } from '@flexy/storage';
+import { UnrecoverableError, type Job } from 'bullmq';
+import { OnJob } from '../jobs/on-job.decorator';
+import { WorkerPool } from '../workers/worker-pool.service';
+import { WorkerLostError, type RawImage } from '../workers/worker-process';
+import { encodePng } from './png-encoder';
+
+/** Worker error codes that retrying cannot fix. */
+const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
+
+/**
+ * Runs one generation: hands it to an idle Python worker, encodes what comes back as PNG with the
+ * parameters embedded, stores it and records the result. Safe to run twice for the same job id
+ * (at-least-once delivery): a finished record is left alone and image files are keyed by job id.
+ */
+@Injectable()
+export class GenerateHandler {
+  private readonly logger = new Logger(GenerateHandler.name);
+
+  constructor(
+    private readonly pool: WorkerPool,
+    private readonly generations: GenerationsRepository,
+    @Inject(IMAGE_STORE) private readonly images: ImageStore,
+  ) {}
+
+  @OnJob(JobName.Generate)
+  async handle(job: Job): Promise<GenerateJobResult> {
+    let payload: GenerateJobPayload;
+    try {
+      payload = parseGenerateJob(job.data);
+    } catch (err) {
+      if (err instanceof InvalidJobPayloadError) {
+        const id = typeof job.data?.generationId === 'string' ? job.data.generationId : job.id!;
+        await this.generations.markFailed(id, { code: 'bad_input', message: err.message, field: null }).catch(() => undefined);
+        throw new UnrecoverableError(err.message);
+      }
+      throw err;
+    }
+    const id = payload.generationId;
+    const existing = await this.generations.findById(id);
+    if (existing && ['succeeded', 'failed', 'cancelled'].includes(existing.status)) {
+      return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images?.length ?? 0 };
+    }
+
+    const worker = await this.pool.acquire();
+    const queueWaitMs = Date.now() - payload.acceptedAt;
+    try {
+      await this.generations.markRunning(id, worker.id);
+      const outcome = await worker.run(
+        {
+          type: 'generate',
+          job_id: id,
+          engine: payload.engine,
+          prompt: payload.prompt,
+          negative_prompt: payload.negativePrompt,
+          seed: payload.seed,
+          steps: payload.steps,
+          guidance: payload.guidance,
+          width: payload.width,
+          height: payload.height,
+          num_images: payload.numImages,
+          references: [],
+          preview_every: 0,
+        },
+        Buffer.alloc(0),
+        (progress) => {
+          const data: GenerateJobProgress = { step: progress.step, totalSteps: progress.total_steps, workerId: worker.id };
+          void job.updateProgress(data as unknown as object).catch(() => undefined);
+        },
+      );
+      return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
+    } catch (err) {
+      if (err instanceof UnrecoverableError) throw err;
+      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+      const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
+      this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
+      if (finalAttempt) await this.generations.markFailed(id, { code, message: (err as Error).message, field: null });
+      else await this.generations.markQueued(id);
+      throw err;
+    } finally {
+      this.pool.release(worker);
+    }
+  }
+
+  private async record(
+    job: Job,
+    p: GenerateJobPayload,
+    result: ResultMessage,
+    raw: RawImage[],
+    queueWaitMs: number,
+  ): Promise<GenerateJobResult> {
+    const id = p.generationId;
+    if (result.status === 'cancelled') {
+      await this.generations.markCancelled(id);
+      return { generationId: id, status: 'cancelled', imageCount: 0 };
+    }
+    if (result.status === 'failed') {
+      const error = result.error ?? { code: 'internal' as const, message: 'worker reported failure without detail', field: null };
+      // Out-of-memory is retried (once, by the queue's attempts); input errors never are.
+      if (FINAL_CODES.has(error.code) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
+        await this.generations.markFailed(id, error);
+        throw new UnrecoverableError(`${error.code}: ${error.message}`);
+      }
+      await this.generations.markQueued(id);
+      throw new Error(`${error.code}: ${error.message}`);
+    }
+
+    const encodeStart = performance.now();
+    const stored = await Promise.all(
+      raw.map(async (image) => {
+        const png = await encodePng(image, {
+          prompt: p.prompt,
+          negative_prompt: p.negativePrompt ?? '',
+          engine: p.engine,
+          seed: String(p.seed),
+          steps: String(p.steps),
+          guidance: String(p.guidance),
+          size: `${p.width}x${p.height}`,
+          model_revision: result.model_revision ?? '',
+          weights: result.weights ?? '',
+          generation_id: id,
+        });
+        const file = await this.images.put(id, image.index, 'png', png.data);
+        return { index: image.index, path: file.path, format: 'png', width: image.ref.width, height: image.ref.height, bytes: file.bytes, sha256: png.sha256 };
+      }),
+    );
+    const encodeStoreMs = performance.now() - encodeStart;
+    const t = result.timings;
+    await this.generations.markSucceeded(id, {
+      weights: result.weights ?? 'demo',
+      modelRevision: result.model_revision ?? null,
+      timings: {
+        queueWaitMs,
+        loadMs: t.load_ms,
+        textEncodeMs: t.text_encode_ms,
+        denoiseMs: t.denoise_ms,
+        decodeMs: t.decode_ms,
+        encodeStoreMs,
+        totalMs: Date.now() - p.acceptedAt,
+      },
+      images: stored,
+    });
+    return { generationId: id, status: 'succeeded', imageCount: stored.length };
+  }
+}

@@ -1,0 +1,269 @@
+import { Logger } from '@nestjs/common';
+import {
+  encodeFrame,
+  FrameDecoder,
+  type Frame,
+  type GenerateMessage,
+  type ImageMessage,
+  type ProgressMessage,
+  type PongMessage,
+  type RawImageRef,
+  type ReadyMessage,
+  type ResidencyReport,
+  type ResultMessage,
+  type SupervisorMessage,
+  type WorkerMessage,
+} from '@flexy/contracts';
+import { EventEmitter } from 'node:events';
+import type { ResultPromise } from 'execa';
+
+export type WorkerState = 'starting' | 'ready' | 'busy' | 'stopping' | 'exited';
+
+export interface WorkerProcessOptions {
+  id: string;
+  python: string;
+  args: string[];
+  cwd: string;
+  env: Record<string, string | undefined>;
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  /** How long `start` waits for `ready` (the preload set can be large). */
+  startTimeoutMs: number;
+}
+
+export interface WorkerExit {
+  code: number | null;
+  signal: string | null;
+  reason: string;
+}
+
+export interface RawImage {
+  index: number;
+  ref: RawImageRef;
+  pixels: Buffer;
+}
+
+export interface RunOutcome {
+  result: ResultMessage;
+  images: RawImage[];
+}
+
+/** The worker process ended (or was killed) while it held a job: the job is retryable elsewhere. */
+export class WorkerLostError extends Error {
+  constructor(readonly workerId: string, readonly exit: WorkerExit) {
+    super(`worker ${workerId} ${exit.reason}`);
+    this.name = 'WorkerLostError';
+  }
+}
+
+interface PendingRun {
+  jobId: string;
+  images: RawImage[];
+  onProgress: (p: ProgressMessage, preview: Buffer | null) => void;
+  resolve: (outcome: RunOutcome) => void;
+  reject: (err: Error) => void;
+}
+
+/**
+ * One Python worker process: spawns it, speaks the framed protocol over its stdio, keeps a heartbeat,
+ * and turns its death into a `WorkerLostError` for the job it held. Restarting is the pool's business.
+ */
+export class WorkerProcess extends EventEmitter {
+  state: WorkerState = 'starting';
+  ready: ReadyMessage | null = null;
+  residency: ResidencyReport | null = null;
+  lastSeenAt = Date.now();
+  readonly stderrTail: string[] = [];
+  private child: ResultPromise | null = null;
+  private readonly decoder = new FrameDecoder();
+  private pending: PendingRun | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private pingSeq = 0;
+  private exitInfo: WorkerExit | null = null;
+  private killReason: string | null = null;
+  private readonly logger: Logger;
+  readonly exited: Promise<WorkerExit>;
+  private markExited!: (exit: WorkerExit) => void;
+
+  constructor(readonly options: WorkerProcessOptions) {
+    super();
+    this.logger = new Logger(`worker ${options.id}`);
+    this.exited = new Promise((resolve) => (this.markExited = resolve));
+  }
+
+  get id(): string {
+    return this.options.id;
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get busyJobId(): string | null {
+    return this.pending?.jobId ?? null;
+  }
+
+  async start(): Promise<ReadyMessage> {
+    const { execa } = await import('execa');
+    const o = this.options;
+    const child = execa(o.python, ['-m', 'flexy_worker', ...o.args], {
+      cwd: o.cwd,
+      env: o.env,
+      extendEnv: false,
+      stdin: 'pipe',
+      stdout: 'pipe',
+      stderr: 'pipe',
+      buffer: false,
+      encoding: 'buffer',
+      reject: false,
+      cleanup: true,
+      forceKillAfterDelay: 5000,
+    });
+    this.child = child;
+    child.stdout!.on('data', (chunk: Buffer) => this.onStdout(chunk));
+    child.stderr!.on('data', (chunk: Buffer) => this.onStderr(chunk));
+    child.stdin!.on('error', () => undefined); // EPIPE after death is reported through the exit path
+    void child.then((r) => {
+      const signal = r.signal ?? null;
+      const code = r.exitCode ?? null;
+      const reason = this.killReason ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
+      this.onExit({ code, signal, reason });
+    });
+
+    const ready = await new Promise<ReadyMessage>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.kill(`did not become ready within ${o.startTimeoutMs} ms`);
+      }, o.startTimeoutMs);
+      this.once('ready', (msg: ReadyMessage) => {
+        clearTimeout(timer);
+        resolve(msg);
+      });
+      void this.exited.then((exit) => {
+        clearTimeout(timer);
+        reject(new WorkerLostError(this.id, exit));
+      });
+    });
+    this.heartbeat = setInterval(() => this.checkHeartbeat(), o.heartbeatIntervalMs);
+    this.heartbeat.unref();
+    return ready;
+  }
+
+  /** Runs one generation; rejects with WorkerLostError if the process dies or hangs meanwhile. */
+  run(
+    message: GenerateMessage,
+    referencePixels: Buffer,
+    onProgress: PendingRun['onProgress'],
+  ): Promise<RunOutcome> {
+    if (this.state !== 'ready') return Promise.reject(new Error(`worker ${this.id} is ${this.state}, not ready`));
+    this.state = 'busy';
+    return new Promise<RunOutcome>((resolve, reject) => {
+      this.pending = { jobId: message.job_id, images: [], onProgress, resolve, reject };
+      this.send(message, referencePixels);
+    });
+  }
+
+  cancel(jobId: string): void {
+    if (this.pending?.jobId === jobId) this.send({ type: 'cancel', job_id: jobId });
+  }
+
+  /** Asks for a clean exit; kills after `graceMs`. */
+  async stop(graceMs: number): Promise<WorkerExit> {
+    if (this.state === 'exited') return this.exitInfo!;
+    this.state = 'stopping';
+    this.send({ type: 'shutdown' });
+    const timer = setTimeout(() => this.kill(`did not stop within ${graceMs} ms`), graceMs);
+    const exit = await this.exited;
+    clearTimeout(timer);
+    return exit;
+  }
+
+  /** SIGKILL at once (used for hangs: SIGTERM would wait on a stuck step). */
+  kill(reason: string): void {
+    if (this.state === 'exited' || !this.child) return;
+    this.killReason ??= reason;
+    this.logger.warn(`killing: ${reason}`);
+    this.child.kill('SIGKILL');
+  }
+
+  private send(message: SupervisorMessage, payload?: Buffer): void {
+    const stdin = this.child?.stdin;
+    if (!stdin || stdin.destroyed) return;
+    stdin.write(encodeFrame(message, payload));
+  }
+
+  private checkHeartbeat(): void {
+    if (this.state === 'exited' || this.state === 'starting') return;
+    const silentFor = Date.now() - this.lastSeenAt;
+    if (silentFor > this.options.heartbeatTimeoutMs) {
+      this.kill(`missed heartbeats for ${silentFor} ms`);
+      return;
+    }
+    this.send({ type: 'ping', seq: ++this.pingSeq });
+  }
+
+  private onStdout(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.decoder.push(chunk);
+    } catch (err) {
+      this.kill(`sent an invalid frame: ${(err as Error).message}`);
+      return;
+    }
+    this.lastSeenAt = Date.now();
+    for (const frame of frames) this.onMessage(frame.header as unknown as WorkerMessage, frame.payload);
+  }
+
+  private onMessage(msg: WorkerMessage, payload: Buffer): void {
+    switch (msg.type) {
+      case 'ready':
+        this.ready = msg;
+        this.residency = msg.residency;
+        this.state = 'ready';
+        this.emit('ready', msg);
+        return;
+      case 'pong':
+        this.residency = (msg as PongMessage).residency;
+        return;
+      case 'progress':
+        if (this.pending?.jobId === msg.job_id) this.pending.onProgress(msg, msg.preview ? payload : null);
+        return;
+      case 'image':
+        if (this.pending?.jobId === msg.job_id) {
+          const image = msg as ImageMessage;
+          this.pending.images.push({ index: image.index, ref: image.image, pixels: payload });
+        }
+        return;
+      case 'result': {
+        const run = this.pending;
+        if (!run || run.jobId !== msg.job_id) return;
+        this.pending = null;
+        if (this.state === 'busy') this.state = 'ready';
+        run.resolve({ result: msg, images: run.images.sort((a, b) => a.index - b.index) });
+        this.emit('idle');
+        return;
+      }
+    }
+  }
+
+  private onStderr(chunk: Buffer): void {
+    for (const line of chunk.toString('utf8').split('\n')) {
+      if (!line.trim()) continue;
+      this.stderrTail.push(line);
+      if (this.stderrTail.length > 50) this.stderrTail.shift();
+      this.logger.log(line);
+    }
+  }
+
+  private onExit(exit: WorkerExit): void {
+    this.state = 'exited';
+    this.exitInfo = exit;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.pending) {
+      this.pending.reject(new WorkerLostError(this.id, exit));
+      this.pending = null;
+    }
+    this.logger.warn(exit.reason);
+    this.markExited(exit);
+    this.emit('exit', exit);
+  }
+}

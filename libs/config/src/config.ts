@@ -1,0 +1,65 @@
+import { isAbsolute, join, resolve } from 'node:path';
+
+/** The repository root, found from this file whether it runs from src/ (tests) or dist/ (built). */
+export const REPO_ROOT = resolve(__dirname, __dirname.includes(`${join('dist', 'libs')}`) ? '../../../..' : '../../..');
+
+export interface AppConfig {
+  host: string;
+  port: number;
+  redisUrl: string;
+  databaseUrl: string;
+  dataDir: string;
+  imagesDir: string;
+  modelsDir: string;
+  /** Python interpreter of the pinned worker environment. */
+  workerPython: string;
+  engineCatalogPath: string;
+  /** 'auto' gives one worker per visible GPU, or one CPU worker when there is none. */
+  workerDevices: string;
+  workerPreload: string[];
+  heartbeatIntervalMs: number;
+  heartbeatTimeoutMs: number;
+  /** How long POST /generate waits for its image before answering 504 with the job id. */
+  syncWaitMs: number;
+  /** The gateway runs with no API keys only on loopback, and says so. */
+  openAccess: boolean;
+}
+
+function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value)) throw new Error(`${name} must be a number, got "${raw}"`);
+  return value;
+}
+
+function path(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
+  const raw = env[name];
+  if (!raw) return fallback;
+  return isAbsolute(raw) ? raw : resolve(REPO_ROOT, raw);
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
+  const dataDir = path(env, 'DATA_DIR', join(REPO_ROOT, '.data'));
+  const host = env.HOST || '127.0.0.1';
+  return {
+    host,
+    port: int(env, 'PORT', 3000),
+    redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+    databaseUrl: env.DATABASE_URL || `file:${join(dataDir, 'flexyface.db')}`,
+    dataDir,
+    imagesDir: path(env, 'IMAGES_DIR', join(dataDir, 'images')),
+    modelsDir: path(env, 'MODELS_DIR', join(dataDir, 'models')),
+    workerPython: path(env, 'WORKER_PYTHON', join(REPO_ROOT, 'worker-python/.venv/bin/python')),
+    engineCatalogPath: path(env, 'FLEXY_ENGINE_CATALOG', join(REPO_ROOT, 'libs/engines/engine-catalog.json')),
+    workerDevices: env.WORKER_DEVICES || 'auto',
+    workerPreload: (env.WORKER_PRELOAD || '').split(',').filter(Boolean),
+    heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
+    heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
+    syncWaitMs: int(env, 'SYNC_WAIT_MS', 300_000),
+    openAccess: host === '127.0.0.1' || host === 'localhost' || host === '::1',
+  };
+}
+
+/** Injection token for the AppConfig object. */
+export const APP_CONFIG = Symbol('APP_CONFIG');

@@ -1,0 +1,4 @@
+export * from './jobs';
+export * from './parse-job';
+export * from './wire/protocol';
+export * from './wire/codec';

@@ -1,0 +1,54 @@
+/**
+ * Every queue and job the service uses, with its payload and result types, so the compiler checks
+ * each producer (gateway) against each consumer (supervisor). Payloads read back from Redis are
+ * validated again (`parseGenerateJob`) before use.
+ */
+import type { EngineId } from '@flexy/engines';
+
+export enum QueueName {
+  Generation = 'generation',
+}
+
+export enum JobName {
+  Generate = 'generate',
+}
+
+/** Where a generation came from; it sets the BullMQ priority (lower runs first). */
+export type JobOrigin = 'interactive' | 'sandbox' | 'batch';
+export const ORIGIN_PRIORITY: Readonly<Record<JobOrigin, number>> = { interactive: 1, sandbox: 2, batch: 3 };
+
+export interface GenerateJobPayload {
+  generationId: string;
+  engine: EngineId;
+  prompt: string;
+  negativePrompt: string | null;
+  seed: number;
+  steps: number;
+  guidance: number;
+  width: number;
+  height: number;
+  numImages: number;
+  origin: JobOrigin;
+  /** Milliseconds since epoch when the gateway accepted the request (for queue-wait timing). */
+  acceptedAt: number;
+}
+
+export interface GenerateJobResult {
+  generationId: string;
+  status: 'succeeded' | 'failed' | 'cancelled';
+  imageCount: number;
+}
+
+export interface JobMap {
+  [JobName.Generate]: { queue: QueueName.Generation; payload: GenerateJobPayload; result: GenerateJobResult };
+}
+
+export type JobPayload<N extends JobName> = JobMap[N]['payload'];
+export type JobResult<N extends JobName> = JobMap[N]['result'];
+
+/** Progress a generation job publishes through BullMQ (and the gateway relays as events). */
+export interface GenerateJobProgress {
+  step: number;
+  totalSteps: number;
+  workerId: string;
+}

@@ -1,0 +1,34 @@
+import { engineParamErrors, engineSpec, isEngineId } from '@flexy/engines';
+import type { GenerateJobPayload, JobOrigin } from './jobs';
+
+const ORIGINS: readonly JobOrigin[] = ['interactive', 'sandbox', 'batch'];
+
+export class InvalidJobPayloadError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid job payload: ${problems.join('; ')}`);
+    this.name = 'InvalidJobPayloadError';
+  }
+}
+
+/**
+ * Validates a generate payload read back from Redis: Redis is shared infrastructure, so what comes
+ * out of it is checked as strictly as what came over HTTP.
+ */
+export function parseGenerateJob(data: unknown): GenerateJobPayload {
+  const d = (data ?? {}) as Record<string, unknown>;
+  const problems: string[] = [];
+  const str = (k: string) => typeof d[k] === 'string' || problems.push(`${k} must be a string`);
+  const num = (k: string) => (typeof d[k] === 'number' && Number.isFinite(d[k])) || problems.push(`${k} must be a number`);
+  str('generationId');
+  str('prompt');
+  ['seed', 'steps', 'guidance', 'width', 'height', 'numImages', 'acceptedAt'].forEach(num);
+  if (d.negativePrompt !== null && typeof d.negativePrompt !== 'string') problems.push('negativePrompt must be a string or null');
+  if (!ORIGINS.includes(d.origin as JobOrigin)) problems.push('origin is unknown');
+  if (!isEngineId(d.engine)) problems.push(`engine "${String(d.engine)}" is unknown`);
+  if (problems.length) throw new InvalidJobPayloadError(problems);
+  const p = d as unknown as GenerateJobPayload;
+  if (!Number.isInteger(p.seed) || p.seed < 0 || p.seed > 0xffffffff) problems.push('seed must be an integer in [0, 2^32)');
+  problems.push(...engineParamErrors(engineSpec(p.engine), p).map((e) => e.message));
+  if (problems.length) throw new InvalidJobPayloadError(problems);
+  return p;
+}
