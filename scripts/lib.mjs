@@ -33,7 +33,8 @@ export function fileHash(...paths) {
 
 /** A step that is skipped while its inputs are unchanged since it last succeeded. */
 export function stamped(name, inputsHash, step) {
-  const dir = join(DATA_DIR, 'stamps');
+  // Beside the checkout, not under DATA_DIR: set-up state belongs to the checkout, not to one data folder.
+  const dir = join(ROOT, '.data/stamps');
   const file = join(dir, name);
   if (existsSync(file) && readFileSync(file, 'utf8') === inputsHash) return false;
   step();
