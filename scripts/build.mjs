@@ -3,5 +3,5 @@
 import { join } from 'node:path';
 import { ROOT, run } from './lib.mjs';
 
-run(join(ROOT, 'node_modules/.bin/swc'), ['apps', 'libs', '-d', 'dist', '--quiet', '--copy-files']);
+run(join(ROOT, 'node_modules/.bin/swc'), ['apps', 'libs', 'test', 'bench', '-d', 'dist', '--quiet', '--copy-files']);
 run('node', [join(ROOT, 'scripts/generate-catalog.mjs')]);

@@ -5,6 +5,7 @@ import { APP_CONFIG, loadConfig } from '@flexy/config';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
+import { CompletionWaiter } from './generations/completion-waiter.service';
 import { GenerationsController } from './generations/generations.controller';
 import { GenerationsService } from './generations/generations.service';
 import { HealthController } from './health/health.controller';
@@ -25,6 +26,7 @@ const config = loadConfig();
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     GenerationsService,
+    CompletionWaiter,
   ],
 })
 export class GatewayModule {}

@@ -1,5 +1,5 @@
-import { Body, Controller, Get, HttpCode, Inject, NotFoundException, Param, Post, Query, Res } from '@nestjs/common';
-import { ApiAcceptedResponse, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Get, Headers, Inject, NotFoundException, Param, Post, Query, Res } from '@nestjs/common';
+import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import type { Response } from 'express';
 import sharp from 'sharp';
@@ -9,6 +9,13 @@ import { GenerationsService } from './generations.service';
 import { ImageQueryDto } from './image-query.dto';
 
 const ID_PATTERN = /^gen_[0-9a-f]{32}$/;
+const MAX_WAIT_S = 300;
+
+/** RFC 7240 `Prefer: wait=N`; anything else means no wait. */
+function parsePreferWait(prefer: string | undefined): number {
+  const match = /(?:^|[,;\s])wait=(\d+)/.exec(prefer ?? '');
+  return match ? Math.min(Number(match[1]), MAX_WAIT_S) : 0;
+}
 
 @ApiTags('generations')
 @Controller('v1/generations')
@@ -19,12 +26,19 @@ export class GenerationsController {
   ) {}
 
   @Post()
-  @HttpCode(202)
+  @ApiHeader({ name: 'Prefer', required: false, description: '`wait=N`: answer with the finished generation if it completes within N seconds (at most 300).' })
   @ApiAcceptedResponse({ description: 'Queued; poll the `self` link or follow `events`.' })
-  async create(@Body() dto: CreateGenerationDto) {
+  @ApiOkResponse({ description: 'Finished within the `Prefer: wait` window.' })
+  async create(@Body() dto: CreateGenerationDto, @Headers('prefer') prefer: string | undefined, @Res() res: Response) {
     const g = await this.service.create(dto);
+    const waitS = parsePreferWait(prefer);
+    if (waitS > 0) {
+      const finished = await this.service.waitForTerminal(g.id, waitS * 1000);
+      res.set('Preference-Applied', `wait=${waitS}`);
+      if (finished) return res.status(200).json(generationView(finished));
+    }
     const view = generationView({ ...g, images: [] });
-    return { id: view.id, status: view.status, links: view.links };
+    res.status(202).location(view.links.self).json({ id: view.id, status: view.status, links: view.links });
   }
 
   @Get(':id')

@@ -5,10 +5,12 @@ import { engineSpec } from '@flexy/engines';
 import { GenerationsRepository } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import { randomInt, randomUUID } from 'node:crypto';
+import { CompletionWaiter } from './completion-waiter.service';
 import type { CreateGenerationDto } from './create-generation.dto';
 
 /** Attempts per job: the first run plus retries for worker loss or one out-of-memory. */
 const JOB_ATTEMPTS = 3;
+const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
 @Injectable()
 export class GenerationsService {
@@ -17,6 +19,7 @@ export class GenerationsService {
   constructor(
     @InjectQueue(QueueName.Generation) private readonly queue: Queue,
     private readonly generations: GenerationsRepository,
+    private readonly waiter: CompletionWaiter,
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
@@ -65,6 +68,20 @@ export class GenerationsService {
       throw new ServiceUnavailableException('the job queue is unavailable; retry shortly');
     }
     return record;
+  }
+
+  /** The record once it is terminal (succeeded, failed, cancelled), or null if `timeoutMs` passes first. */
+  async waitForTerminal(id: string, timeoutMs: number) {
+    let latest: Awaited<ReturnType<GenerationsRepository['findById']>> = null;
+    const done = await this.waiter.waitUntil(
+      id,
+      async () => {
+        latest = await this.generations.findById(id);
+        return !!latest && TERMINAL.has(latest.status);
+      },
+      timeoutMs,
+    );
+    return done ? latest : null;
   }
 
   async get(id: string) {
