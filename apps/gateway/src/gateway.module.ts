@@ -1,30 +1,33 @@
 import { BullModule } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { QueueName } from '@flexy/contracts';
-import { APP_CONFIG, loadConfig } from '@flexy/config';
+import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
 import { CompletionWaiter } from './generations/completion-waiter.service';
+import { GenerationEventsService } from './generations/generation-events.service';
 import { GenerationsController } from './generations/generations.controller';
 import { GenerationsService } from './generations/generations.service';
 import { HealthController } from './health/health.controller';
 
 const config = loadConfig();
+// No offline queue: while Redis is down a create fails at once (503) instead of hanging.
+const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+redis.on('error', () => undefined); // reconnects by itself; requests meanwhile answer 503
 
 @Module({
   imports: [
     PersistenceModule.forRoot(config.databaseUrl),
-    BullModule.forRoot({
-      // No offline queue: while Redis is down a create fails at once (503) instead of hanging.
-      connection: new IORedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
-    }),
+    BullModule.forRoot({ connection: redis }),
     BullModule.registerQueue({ name: QueueName.Generation }),
   ],
   controllers: [GenerationsController, HealthController],
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
+    { provide: REDIS, useValue: redis },
+    GenerationEventsService,
     GenerationsService,
     CompletionWaiter,
   ],

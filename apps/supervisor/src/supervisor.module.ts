@@ -1,8 +1,10 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { APP_CONFIG, loadConfig } from '@flexy/config';
+import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
+import IORedis from 'ioredis';
+import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
 import { QueueWorkerService } from './jobs/queue-worker.service';
 import { WorkerPool } from './workers/worker-pool.service';
@@ -14,6 +16,8 @@ const config = loadConfig();
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
+    { provide: REDIS, useFactory: () => new IORedis(config.redisUrl, { maxRetriesPerRequest: null }) },
+    CancelListener,
     WorkerPool,
     QueueWorkerService,
     GenerateHandler,

@@ -63,3 +63,5 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
 
 /** Injection token for the AppConfig object. */
 export const APP_CONFIG = Symbol('APP_CONFIG');
+/** Injection token for the process's shared (non-blocking) ioredis connection. */
+export const REDIS = Symbol('REDIS');

@@ -1,3 +1,4 @@
+export * from './events';
 export * from './jobs';
 export * from './parse-job';
 export * from './wire/protocol';

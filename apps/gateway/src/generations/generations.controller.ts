@@ -1,9 +1,10 @@
-import { Body, Controller, Get, Headers, Inject, NotFoundException, Param, Post, Query, Res } from '@nestjs/common';
-import { ApiAcceptedResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
+import { Body, Controller, Delete, Get, Headers, HttpCode, Inject, NotFoundException, Param, Post, Query, Res } from '@nestjs/common';
+import { ApiAcceptedResponse, ApiConflictResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import type { Response } from 'express';
 import sharp from 'sharp';
 import { CreateGenerationDto } from './create-generation.dto';
+import { GenerationEventsService } from './generation-events.service';
 import { generationView } from './generation.view';
 import { GenerationsService } from './generations.service';
 import { ImageQueryDto } from './image-query.dto';
@@ -22,6 +23,7 @@ function parsePreferWait(prefer: string | undefined): number {
 export class GenerationsController {
   constructor(
     private readonly service: GenerationsService,
+    private readonly events: GenerationEventsService,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
   ) {}
 
@@ -46,6 +48,24 @@ export class GenerationsController {
   async get(@Param('id') id: string) {
     if (!ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
     return generationView(await this.service.get(id));
+  }
+
+  @Delete(':id')
+  @HttpCode(202)
+  @ApiAcceptedResponse({ description: '`cancelled` if it was still queued, `cancelling` if it is running (it stops within one step).' })
+  @ApiConflictResponse({ description: 'Already finished.' })
+  async cancel(@Param('id') id: string) {
+    if (!ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
+    return { id, status: await this.service.cancel(id) };
+  }
+
+  @Get(':id/events')
+  @ApiProduces('text/event-stream')
+  @ApiOkResponse({ description: 'Server-Sent Events: queued, running, progress, preview, then succeeded/failed/cancelled. Resumable with Last-Event-ID.' })
+  async stream(@Param('id') id: string, @Headers('last-event-id') lastEventId: string | undefined, @Res() res: Response) {
+    if (!ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
+    await this.service.get(id); // 404 before the stream opens
+    await this.events.stream(id, lastEventId, res, () => this.service.finalEvent(id));
   }
 
   @Get(':id/image')

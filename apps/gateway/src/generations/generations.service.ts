@@ -1,9 +1,21 @@
 import { InjectQueue } from '@nestjs/bullmq';
-import { Injectable, Logger, NotFoundException, ServiceUnavailableException } from '@nestjs/common';
-import { JobName, ORIGIN_PRIORITY, QueueName, type GenerateJobPayload, type JobOrigin } from '@flexy/contracts';
+import { ConflictException, Inject, Injectable, Logger, NotFoundException, ServiceUnavailableException } from '@nestjs/common';
+import {
+  appendGenerationEvent,
+  CANCEL_CHANNEL,
+  cancelFlagKey,
+  JobName,
+  ORIGIN_PRIORITY,
+  QueueName,
+  type GenerateJobPayload,
+  type GenerationEvent,
+  type JobOrigin,
+} from '@flexy/contracts';
+import { REDIS } from '@flexy/config';
 import { engineSpec } from '@flexy/engines';
 import { GenerationsRepository } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
+import type Redis from 'ioredis';
 import { randomInt, randomUUID } from 'node:crypto';
 import { CompletionWaiter } from './completion-waiter.service';
 import type { CreateGenerationDto } from './create-generation.dto';
@@ -20,6 +32,7 @@ export class GenerationsService {
     @InjectQueue(QueueName.Generation) private readonly queue: Queue,
     private readonly generations: GenerationsRepository,
     private readonly waiter: CompletionWaiter,
+    @Inject(REDIS) private readonly redis: Redis,
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
@@ -67,7 +80,45 @@ export class GenerationsService {
       this.logger.error(`queueing ${record.id} failed: ${(err as Error).message}`);
       throw new ServiceUnavailableException('the job queue is unavailable; retry shortly');
     }
+    const position = await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null);
+    await appendGenerationEvent(this.redis, record.id, { type: 'queued', position }).catch(() => undefined);
     return record;
+  }
+
+  /**
+   * Cancels a generation. A job still in the queue is removed and recorded as cancelled at once; a
+   * running one is flagged and signalled, and its worker stops between two steps.
+   */
+  async cancel(id: string): Promise<'cancelled' | 'cancelling'> {
+    const g = await this.get(id);
+    if (TERMINAL.has(g.status)) throw new ConflictException(`generation ${id} is already ${g.status}`);
+    await this.redis.set(cancelFlagKey(id), '1', 'EX', 3600);
+    const job = await this.queue.getJob(id);
+    const state = job ? await job.getState() : 'unknown';
+    if (job && ['waiting', 'prioritized', 'delayed', 'waiting-children'].includes(state)) {
+      const removed = await job.remove().then(
+        () => true,
+        () => false, // taken by a worker in the meantime: fall through to the signal
+      );
+      if (removed) {
+        await this.generations.markCancelled(id);
+        await appendGenerationEvent(this.redis, id, { type: 'cancelled' });
+        return 'cancelled';
+      }
+    }
+    await this.redis.publish(CANCEL_CHANNEL, id);
+    return 'cancelling';
+  }
+
+  /** The terminal event of a finished generation, rebuilt from its record. */
+  async finalEvent(id: string): Promise<GenerationEvent | null> {
+    const g = await this.generations.findById(id);
+    if (!g) return null;
+    if (g.status === 'succeeded') return { type: 'succeeded', image_url: `/v1/generations/${id}/image` };
+    if (g.status === 'cancelled') return { type: 'cancelled' };
+    if (g.status === 'failed')
+      return { type: 'failed', error: { code: g.errorCode ?? 'internal', message: g.errorMessage ?? '', field: g.errorField ?? null } };
+    return null;
   }
 
   /** The record once it is terminal (succeeded, failed, cancelled), or null if `timeoutMs` passes first. */

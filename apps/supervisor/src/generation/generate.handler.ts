@@ -1,20 +1,28 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
+  appendGenerationEvent,
+  cancelFlagKey,
   InvalidJobPayloadError,
   JobName,
+  type GenerationEvent,
   parseGenerateJob,
   type GenerateJobPayload,
   type GenerateJobProgress,
   type GenerateJobResult,
   type ResultMessage,
 } from '@flexy/contracts';
+import { REDIS } from '@flexy/config';
 import { GenerationsRepository } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { UnrecoverableError, type Job } from 'bullmq';
+import type Redis from 'ioredis';
+import sharp from 'sharp';
 import { OnJob } from '../jobs/on-job.decorator';
 import { WorkerPool } from '../workers/worker-pool.service';
 import { WorkerLostError, type RawImage } from '../workers/worker-process';
 import { encodePng } from './png-encoder';
+
+const PREVIEW_EVERY_STEPS = 4;
 
 /** Worker error codes that retrying cannot fix. */
 const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
@@ -32,7 +40,12 @@ export class GenerateHandler {
     private readonly pool: WorkerPool,
     private readonly generations: GenerationsRepository,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
+    @Inject(REDIS) private readonly redis: Redis,
   ) {}
+
+  private event(id: string, event: GenerationEvent): Promise<void> {
+    return appendGenerationEvent(this.redis, id, event).catch((err) => this.logger.warn(`event for ${id}: ${err.message}`));
+  }
 
   @OnJob(JobName.Generate)
   async handle(job: Job): Promise<GenerateJobResult> {
@@ -53,10 +66,17 @@ export class GenerateHandler {
       return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images?.length ?? 0 };
     }
 
+    if (await this.redis.exists(cancelFlagKey(id))) {
+      await this.generations.markCancelled(id);
+      await this.event(id, { type: 'cancelled' });
+      return { generationId: id, status: 'cancelled', imageCount: 0 };
+    }
+
     const worker = await this.pool.acquire();
     const queueWaitMs = Date.now() - payload.acceptedAt;
     try {
       await this.generations.markRunning(id, worker.id);
+      await this.event(id, { type: 'running', worker_id: worker.id });
       const outcome = await worker.run(
         {
           type: 'generate',
@@ -71,12 +91,15 @@ export class GenerateHandler {
           height: payload.height,
           num_images: payload.numImages,
           references: [],
-          preview_every: 0,
+          // Interactive clients watch previews; queued batch work does not pay for them.
+          preview_every: payload.origin === 'batch' ? 0 : PREVIEW_EVERY_STEPS,
         },
         Buffer.alloc(0),
-        (progress) => {
+        (progress, preview) => {
           const data: GenerateJobProgress = { step: progress.step, totalSteps: progress.total_steps, workerId: worker.id };
           void job.updateProgress(data as unknown as object).catch(() => undefined);
+          void this.event(id, { type: 'progress', step: progress.step, total_steps: progress.total_steps });
+          if (preview && progress.preview) void this.publishPreview(id, progress.step, progress.preview, preview);
         },
       );
       return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
@@ -85,8 +108,11 @@ export class GenerateHandler {
       const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
       this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
-      if (finalAttempt) await this.generations.markFailed(id, { code, message: (err as Error).message, field: null });
-      else await this.generations.markQueued(id);
+      if (finalAttempt) {
+        const error = { code, message: (err as Error).message, field: null };
+        await this.generations.markFailed(id, error);
+        await this.event(id, { type: 'failed', error });
+      } else await this.generations.markQueued(id);
       throw err;
     } finally {
       this.pool.release(worker);
@@ -103,6 +129,7 @@ export class GenerateHandler {
     const id = p.generationId;
     if (result.status === 'cancelled') {
       await this.generations.markCancelled(id);
+      await this.event(id, { type: 'cancelled' });
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
     if (result.status === 'failed') {
@@ -110,6 +137,7 @@ export class GenerateHandler {
       // Out-of-memory is retried (once, by the queue's attempts); input errors never are.
       if (FINAL_CODES.has(error.code) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
         await this.generations.markFailed(id, error);
+        await this.event(id, { type: 'failed', error });
         throw new UnrecoverableError(`${error.code}: ${error.message}`);
       }
       await this.generations.markQueued(id);
@@ -151,6 +179,12 @@ export class GenerateHandler {
       },
       images: stored,
     });
+    await this.event(id, { type: 'succeeded', image_url: `/v1/generations/${id}/image` });
     return { generationId: id, status: 'succeeded', imageCount: stored.length };
+  }
+
+  private async publishPreview(id: string, step: number, ref: { width: number; height: number }, pixels: Buffer) {
+    const png = await sharp(pixels, { raw: { width: ref.width, height: ref.height, channels: 3 } }).png().toBuffer();
+    await this.event(id, { type: 'preview', step, width: ref.width, height: ref.height, image: `data:image/png;base64,${png.toString('base64')}` });
   }
 }

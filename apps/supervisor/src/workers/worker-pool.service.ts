@@ -62,6 +62,13 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     else if (!this.idle.includes(worker)) this.idle.push(worker);
   }
 
+  /** Forwards a cancel to the worker running `jobId`; false when no worker here holds it. */
+  cancel(jobId: string): boolean {
+    const worker = this.slots.map((s) => s.worker).find((w) => w?.busyJobId === jobId);
+    worker?.cancel(jobId);
+    return !!worker;
+  }
+
   workers(): Array<{ id: string; device: WorkerDevice; state: string; pid?: number; restarts: number; lastError: string | null; busyJobId: string | null }> {
     return this.slots.map((s) => ({
       id: this.workerId(s.device),
