@@ -10,6 +10,9 @@ import { GenerationEventsService } from './generations/generation-events.service
 import { GenerationsController } from './generations/generations.controller';
 import { GenerationsService } from './generations/generations.service';
 import { HealthController } from './health/health.controller';
+import { PromptPicsController } from './promptpics/promptpics.controller';
+import { SandboxRunsController } from './sandbox/sandbox-runs.controller';
+import { SandboxService } from './sandbox/sandbox.service';
 
 const config = loadConfig();
 // No offline queue: while Redis is down a create fails at once (503) instead of hanging.
@@ -22,12 +25,13 @@ redis.on('error', () => undefined); // reconnects by itself; requests meanwhile 
     BullModule.forRoot({ connection: redis }),
     BullModule.registerQueue({ name: QueueName.Generation }),
   ],
-  controllers: [GenerationsController, HealthController],
+  controllers: [GenerationsController, PromptPicsController, SandboxRunsController, HealthController],
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     { provide: REDIS, useValue: redis },
     GenerationEventsService,
+    SandboxService,
     GenerationsService,
     CompletionWaiter,
   ],

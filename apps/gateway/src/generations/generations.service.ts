@@ -22,7 +22,14 @@ import type { CreateGenerationDto } from './create-generation.dto';
 
 /** Attempts per job: the first run plus retries for worker loss or one out-of-memory. */
 const JOB_ATTEMPTS = 3;
-const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
+
+/** Where a generation belongs: its origin (which sets its priority) and the run or batch it is part of. */
+export interface GenerationLink {
+  origin?: JobOrigin;
+  sandboxRunId?: string;
+  batchId?: string;
+}
 
 @Injectable()
 export class GenerationsService {
@@ -36,7 +43,8 @@ export class GenerationsService {
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
-  async create(dto: CreateGenerationDto, origin: JobOrigin = 'interactive') {
+  async create(dto: CreateGenerationDto, link: GenerationLink = {}) {
+    const origin = link.origin ?? 'interactive';
     const spec = engineSpec(dto.engine);
     const payload: GenerateJobPayload = {
       generationId: `gen_${randomUUID().replace(/-/g, '')}`,
@@ -64,6 +72,8 @@ export class GenerationsService {
       height: payload.height,
       numImages: payload.numImages,
       origin,
+      sandboxRunId: link.sandboxRunId ?? null,
+      batchId: link.batchId ?? null,
     });
     try {
       await this.queue.add(JobName.Generate, payload, {
