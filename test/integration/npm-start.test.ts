@@ -24,7 +24,7 @@ it('npm start serves a generation over HTTP and leaves no process behind on SIGI
   const dataDir = mkdtempSync(join(tmpdir(), 'flexy-start-'));
   const port = await freePort();
   const marker = `FLEXY_TEST_MARKER=${dataDir}`;
-  const env = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir };
   delete env.REDIS_URL;
   delete env.DATABASE_URL;
   const start = manage('npm-start', 'npm', ['start'], env, ROOT);
