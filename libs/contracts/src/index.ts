@@ -1,5 +1,6 @@
 export * from './events';
 export * from './jobs';
 export * from './parse-job';
+export * from './worker-status';
 export * from './wire/protocol';
 export * from './wire/codec';
