@@ -1,0 +1,693 @@
+"""The worker process: one per GPU, speaking the wire protocol (``protocol.py``) on stdin/stdout.
+
+Threads, as in ComfyUI's single prompt worker:
+
+* the main thread is the GPU thread. It alone imports and drives torch/CUDA (through the
+  ``EngineManager``): it loads the preload set, sends ``ready``, then runs queued jobs one at a time;
+* a reader thread parses frames from stdin and handles control at once: ``ping`` is answered from a
+  state snapshot the GPU thread keeps (so a busy GPU never delays a pong), ``cancel`` flags the running
+  job (acted on between steps) or drops a queued one, ``generate``/``unload`` are queued, ``shutdown``
+  lets the current job finish and then exits 0.
+
+Ends of the process:
+
+* ``shutdown`` message: the running job finishes, queued jobs are answered ``cancelled``, exit 0;
+* stdin EOF (the supervisor is gone) or SIGTERM: the running job is interrupted at its next step
+  (answered ``cancelled``), exit 0;
+* poisoned CUDA context (``CudaFatal``): the job's ``failed`` result is sent, exit 70;
+* out of memory while loading the preload set: exit 71;
+* a frame that cannot be parsed (bad prefix, JSON, unknown type): exit 72.
+
+Out of memory during a job is answered ``failed``/``oom`` after freeing what can be freed; the worker
+keeps serving. A second OOM in a row also unloads every engine except the one the job used.
+
+Fault injection (read once at start; for tests and the supervisor's fault suite). Each names a prompt
+substring; a job whose prompt contains it triggers the fault inside its step callback, so it goes
+through the same classification path as a real error:
+
+* ``FLEXY_FAULT_OOM_ON_JOB=<substring>``: raises ``torch.cuda.OutOfMemoryError``;
+* ``FLEXY_FAULT_CUDA_FATAL_ON_JOB=<substring>``: raises
+  ``RuntimeError('CUDA error: an illegal memory access was encountered')``;
+* ``FLEXY_FAULT_HANG_ON_JOB=<substring>``: sleeps forever inside the step (a hung kernel: pongs keep
+  coming, ``last_progress_at`` stops moving);
+* ``FLEXY_FAULT_EXIT_ON_JOB=<substring>:<code|SIGNAME>``: exits mid-job with that code, or kills itself
+  with that signal (e.g. ``SIGSEGV``), without sending a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import gc
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import protocol as wire
+from .protocol import ExitCode
+
+log = logging.getLogger("flexy_worker")
+
+FAULT_ENV = {
+    "oom": "FLEXY_FAULT_OOM_ON_JOB",
+    "cuda_fatal": "FLEXY_FAULT_CUDA_FATAL_ON_JOB",
+    "hang": "FLEXY_FAULT_HANG_ON_JOB",
+    "exit": "FLEXY_FAULT_EXIT_ON_JOB",
+}
+TEXT_ENCODER_MODES = ("local", "remote", "auto")
+_IDLE_POLL_S = 0.25  # how often an idle GPU thread notices SIGTERM (signal handlers take no locks)
+
+
+# ---- configuration -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    models_dir: Path
+    catalog: Path | None
+    device: str
+    preload: tuple[str, ...]
+    vram_budget_gb: float | None
+    text_encoder: str
+
+
+def parse_args(argv: list[str], env: dict[str, str]) -> Config:
+    parser = argparse.ArgumentParser(prog="python -m flexy_worker", description="FlexyFace GPU worker (speaks frames on stdin/stdout)")
+    parser.add_argument("--models-dir", default=env.get("MODELS_DIR"), help="folder of engine snapshots (env MODELS_DIR)")
+    parser.add_argument("--catalog", default=env.get("FLEXY_ENGINE_CATALOG"),
+                        help="engine-catalog.json (env FLEXY_ENGINE_CATALOG; default: the checkout's libs/engines/engine-catalog.json)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--preload", default="", help="comma-separated engine ids to load before `ready`")
+    parser.add_argument("--vram-budget-gb", type=float, default=_float_or_none(env.get("WORKER_VRAM_BUDGET_GB")),
+                        help="memory the resident engines may use (env WORKER_VRAM_BUDGET_GB; default: the device's memory less headroom)")
+    parser.add_argument("--text-encoder", choices=TEXT_ENCODER_MODES, default=env.get("FLUX2_TEXT_ENCODER") or "auto",
+                        help="FLUX.2 text encoder placement (env FLUX2_TEXT_ENCODER)")
+    args = parser.parse_args(argv)
+    if not args.models_dir:
+        parser.error("--models-dir (or MODELS_DIR) is required")
+    if args.text_encoder not in TEXT_ENCODER_MODES:
+        parser.error(f"--text-encoder must be one of {', '.join(TEXT_ENCODER_MODES)}")
+    if args.vram_budget_gb is not None and args.vram_budget_gb <= 0:
+        parser.error("--vram-budget-gb must be positive")
+    return Config(
+        models_dir=Path(args.models_dir),
+        catalog=Path(args.catalog) if args.catalog else None,
+        device=args.device,
+        preload=tuple(e.strip() for e in args.preload.split(",") if e.strip()),
+        vram_budget_gb=args.vram_budget_gb,
+        text_encoder=args.text_encoder,
+    )
+
+
+def _float_or_none(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+# ---- fault injection -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Faults:
+    oom: str | None = None
+    cuda_fatal: str | None = None
+    hang: str | None = None
+    exit_on: str | None = None
+    exit_with: str | None = None
+
+    @staticmethod
+    def from_env(env: dict[str, str]) -> "Faults":
+        exit_on = exit_with = None
+        raw_exit = env.get(FAULT_ENV["exit"])
+        if raw_exit:
+            exit_on, sep, exit_with = raw_exit.rpartition(":")
+            if not sep or not exit_on:
+                raise ValueError(f"{FAULT_ENV['exit']} must be <prompt substring>:<exit code|SIGNAME>, got {raw_exit!r}")
+        return Faults(env.get(FAULT_ENV["oom"]) or None, env.get(FAULT_ENV["cuda_fatal"]) or None,
+                      env.get(FAULT_ENV["hang"]) or None, exit_on, exit_with)
+
+    def any(self) -> bool:
+        return any((self.oom, self.cuda_fatal, self.hang, self.exit_on))
+
+    def fire(self, prompt: str) -> None:
+        """Called inside a step: raises, hangs or exits when the prompt matches a configured fault."""
+        if self.oom and self.oom in prompt:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
+        if self.cuda_fatal and self.cuda_fatal in prompt:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        if self.hang and self.hang in prompt:
+            log.warning("fault injection: hanging inside a step")
+            while True:
+                time.sleep(3600)
+        if self.exit_on and self.exit_on in prompt:
+            assert self.exit_with is not None
+            log.warning("fault injection: exiting mid-job with %s", self.exit_with)
+            logging.shutdown()
+            if self.exit_with.lstrip("-").isdigit():
+                os._exit(int(self.exit_with))
+            signum = getattr(signal, self.exit_with.upper())
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the signal lands asynchronously; never return into the pipeline
+            os._exit(1)
+
+
+# ---- jobs ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    message: wire.GenerateMessage
+    references: list[Any]  # PIL images
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str = "cancelled by the supervisor"
+
+    @property
+    def job_id(self) -> str:
+        return self.message.job_id
+
+
+@dataclass(frozen=True)
+class Unload:
+    engine: str | None
+
+
+class _Stop(Exception):
+    """Internal: the GPU loop should end with this exit code."""
+
+    def __init__(self, code: int):
+        super().__init__(code)
+        self.code = code
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _images_from_payload(message: wire.GenerateMessage, payload: bytes) -> list[Any]:
+    from PIL import Image
+
+    slices = wire.split_references(message, payload)
+    return [Image.frombytes("RGB", (ref.width, ref.height), bytes(view)) for ref, view in zip(message.references, slices)]
+
+
+def _check_generate(message: wire.GenerateMessage) -> None:
+    """Checks that need no catalog (the engine manager checks the engine's own limits)."""
+    for name in ("steps", "width", "height", "num_images"):
+        if getattr(message, name) < 1:
+            raise wire.MessageError(f"{name} must be at least 1, got {getattr(message, name)}", name)
+    if message.preview_every < 0:
+        raise wire.MessageError(f"preview_every must be 0 or more, got {message.preview_every}", "preview_every")
+    if not 0 <= message.seed <= 2**53 - 1:
+        raise wire.MessageError(f"seed must be between 0 and 2^53-1, got {message.seed}", "seed")
+    if not message.job_id:
+        raise wire.MessageError("job_id must not be empty", "job_id")
+
+
+# ---- the worker ----------------------------------------------------------------------------------
+
+
+class Worker:
+    def __init__(self, manager: Any, writer: wire.FrameWriter, *, device: str, faults: Faults,
+                 budget_bytes: int, errors: Any):
+        self.manager = manager
+        self.writer = writer
+        self.device = device
+        self.faults = faults
+        self.errors = errors  # the flexy_worker.errors module (imported after torch is set up)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._queue: collections.deque[Job | Unload] = collections.deque()
+        self._current: Job | None = None
+        self._stopping = False
+        self._stop_code = ExitCode.OK
+        self._signalled = False  # set by the SIGTERM handler, which must not take locks
+        self._pipe_broken = False
+        self._consecutive_ooms = 0
+        self.last_progress_at: int | None = None
+        self.residency = wire.ResidencyReport.empty(budget_bytes)
+        self.engine_info: dict[str, wire.EngineInfo] = {}
+
+    # -- output ------------------------------------------------------------------------------------
+
+    def send(self, message: wire.Message, payload: Any = b"") -> None:
+        if self._pipe_broken:
+            return
+        try:
+            self.writer.send(message, payload)
+        except (BrokenPipeError, ValueError, OSError) as exc:  # ValueError: write to a closed file
+            self._pipe_broken = True
+            log.warning("stdout is gone (%s): stopping", exc)
+            self.request_stop("the supervisor stopped reading", interrupt=True)
+
+    def _result(self, job_id: str, status: str, *, error: wire.ErrorInfo | None = None, engine: str | None = None,
+                timings: wire.Timings | None = None, weights: str | None = None, revision: str | None = None,
+                num_images: int = 0) -> None:
+        info = self.engine_info.get(engine or "")
+        self.send(wire.ResultMessage(
+            job_id=job_id,
+            status=status,  # type: ignore[arg-type]
+            error=error,
+            timings=timings or wire.Timings(),
+            weights=weights or (info.weights if info else None),  # type: ignore[arg-type]
+            model_revision=revision or (info.revision if info else None),
+            num_images=num_images,
+        ))
+
+    # -- control (reader thread) -------------------------------------------------------------------
+
+    def request_stop(self, reason: str, *, interrupt: bool, code: int = ExitCode.OK) -> None:
+        with self._lock:
+            if not self._stopping:
+                log.info("stopping: %s", reason)
+                self._stop_code = code
+            self._stopping = True
+            if interrupt and self._current is not None:
+                self._current.cancel_reason = f"interrupted: {reason}"
+                self._current.cancel.set()
+            self._wake.notify_all()
+
+    def on_signal(self, signum: int, _frame: Any) -> None:
+        self._signalled = True  # acted on by the GPU thread between steps or while idle
+
+    def read_loop(self, reader: wire.FrameReader) -> None:
+        """Reader thread: parse frames until EOF; control is handled here, work goes to the queue."""
+        try:
+            while True:
+                frame = reader.read()
+                if frame is None:
+                    self.request_stop("stdin closed", interrupt=True)
+                    return
+                self.on_frame(frame)
+        except wire.ProtocolError as exc:
+            log.error("protocol error on stdin: %s; exiting with %d", exc, ExitCode.PROTOCOL_ERROR)
+            logging.shutdown()
+            os._exit(ExitCode.PROTOCOL_ERROR)  # the stream is desynchronised: nothing more can be trusted
+        except Exception:
+            log.exception("reader thread failed; exiting with %d", ExitCode.PROTOCOL_ERROR)
+            logging.shutdown()
+            os._exit(ExitCode.PROTOCOL_ERROR)
+
+    def on_frame(self, frame: wire.Frame) -> None:
+        kind = frame.type
+        if kind == "ping":
+            ping = wire.PingMessage.from_header(frame.header)
+            with self._lock:
+                busy = self._current.job_id if self._current else None
+                last = self.last_progress_at if busy else None
+                residency = self.residency
+            self.send(wire.PongMessage(ping.seq, busy, last, residency))
+        elif kind == "cancel":
+            self._on_cancel(wire.CancelMessage.from_header(frame.header).job_id)
+        elif kind == "generate":
+            self._on_generate(frame)
+        elif kind == "unload":
+            unload = wire.UnloadMessage.from_header(frame.header)
+            with self._lock:
+                self._queue.append(Unload(unload.engine))
+                self._wake.notify_all()
+        elif kind == "shutdown":
+            wire.ShutdownMessage.from_header(frame.header)
+            self.request_stop("shutdown requested", interrupt=False)
+        else:
+            raise wire.ProtocolError(f"unknown message type {kind!r}")
+
+    def _on_cancel(self, job_id: str) -> None:
+        dropped: Job | None = None
+        with self._lock:
+            if self._current is not None and self._current.job_id == job_id:
+                self._current.cancel.set()
+                log.info("job=%s cancel requested (running; acted on at the next step)", job_id)
+                return
+            for item in self._queue:
+                if isinstance(item, Job) and item.job_id == job_id:
+                    dropped = item
+                    break
+            if dropped is not None:
+                self._queue.remove(dropped)
+        if dropped is None:
+            log.info("job=%s cancel for a job this worker does not hold; ignored", job_id)
+            return
+        log.info("job=%s cancelled while queued", job_id)
+        self._result(job_id, "cancelled", error=wire.ErrorInfo("cancelled", "cancelled before it started", None),
+                     engine=dropped.message.engine)
+
+    def _on_generate(self, frame: wire.Frame) -> None:
+        job_id = frame.header.get("job_id")
+        if not isinstance(job_id, str):
+            raise wire.MessageError("generate without a string job_id", "job_id")
+        try:
+            message = wire.GenerateMessage.from_header(frame.header)
+            _check_generate(message)
+            references = _images_from_payload(message, frame.payload)
+        except wire.MessageError as exc:
+            log.info("job=%s rejected: %s", job_id, exc)
+            self._result(job_id, "failed", error=wire.ErrorInfo("bad_input", str(exc), exc.field),
+                         engine=frame.header.get("engine") if isinstance(frame.header.get("engine"), str) else None)
+            return
+        with self._lock:
+            if not self._stopping:
+                self._queue.append(Job(message, references))
+                self._wake.notify_all()
+                log.info("job=%s queued engine=%s %dx%d steps=%d images=%d refs=%d", job_id, message.engine,
+                         message.width, message.height, message.steps, message.num_images, len(references))
+                return
+        self._result(job_id, "cancelled", error=wire.ErrorInfo("cancelled", "the worker is shutting down", None),
+                     engine=message.engine)
+
+    # -- GPU thread --------------------------------------------------------------------------------
+
+    def refresh_residency(self) -> None:
+        try:
+            report = wire.ResidencyReport.from_dict(self.manager.residency())
+        except Exception as exc:  # a malformed report must not take the worker down
+            log.warning("residency report unusable: %s", exc)
+            return
+        with self._lock:
+            self.residency = report
+
+    def _take(self) -> Job | Unload | None:
+        """Next work item, or None when the worker should stop (queued jobs are then answered)."""
+        with self._lock:
+            while not self._queue and not self._stopping and not self._signalled:
+                self._wake.wait(_IDLE_POLL_S)
+            if self._signalled and not self._stopping:
+                self._stopping = True
+                log.info("stopping: SIGTERM")
+            if self._stopping:
+                drained = [item for item in self._queue if isinstance(item, Job)]
+                self._queue.clear()
+            else:
+                item = self._queue.popleft()
+                if isinstance(item, Job):
+                    self._current = item
+                    self.last_progress_at = _now_ms()
+                return item
+        for job in drained:
+            self._result(job.job_id, "cancelled", error=wire.ErrorInfo("cancelled", "the worker is shutting down", None),
+                         engine=job.message.engine)
+        return None
+
+    def serve(self) -> int:
+        """The GPU loop: run queued work until stopped; returns the exit code."""
+        try:
+            while True:
+                item = self._take()
+                if item is None:
+                    return self._stop_code
+                if isinstance(item, Unload):
+                    self._unload(item.engine)
+                    continue
+                try:
+                    self._run_job(item)
+                finally:
+                    with self._lock:
+                        self._current = None
+        except _Stop as stop:
+            return stop.code
+
+    def _unload(self, engine: str | None) -> None:
+        try:
+            self.manager.unload(engine)
+            log.info("unloaded %s", engine or "every engine")
+        except Exception as exc:
+            log.warning("unload of %s failed: %s", engine or "every engine", exc)
+        self._free_memory()
+        self.refresh_residency()
+
+    def _should_cancel(self, job: Job) -> bool:
+        if self._signalled and not job.cancel.is_set():
+            job.cancel_reason = "interrupted: SIGTERM"
+            job.cancel.set()
+        return job.cancel.is_set()
+
+    def _run_job(self, job: Job) -> None:
+        msg = job.message
+        errors = self.errors
+        started = time.perf_counter()
+        first_step = True
+
+        def on_step(event: Any) -> None:
+            nonlocal first_step
+            self.faults.fire(msg.prompt)
+            self.last_progress_at = _now_ms()
+            if first_step:  # the engine is loaded by now: let pongs show it
+                first_step = False
+                self.refresh_residency()
+            preview_ref, payload = None, b""
+            if getattr(event, "preview", None) is not None:
+                preview = _rgb8(event.preview)
+                preview_ref, payload = wire.RawImageRef.rgb(preview.shape[1], preview.shape[0]), preview
+            self.send(wire.ProgressMessage(msg.job_id, int(event.step), int(event.total_steps),
+                                           round(float(event.elapsed_ms), 3), preview_ref), payload)
+            if self._should_cancel(job):
+                raise errors.JobCancelled(f"{job.cancel_reason} after step {event.step} of {event.total_steps}")
+
+        log.info("job=%s started", msg.job_id)
+        error: wire.ErrorInfo | None = None
+        kind = "ok"
+        output = None
+        try:
+            if self._should_cancel(job):
+                raise errors.JobCancelled(f"{job.cancel_reason} before it started")
+            request = build_request(msg, job.references)
+            output = self.manager.generate(request, on_step, lambda: self._should_cancel(job))
+        except Exception as exc:  # every failure is classified; nothing escapes the job
+            classified = exc if isinstance(exc, errors.WorkerError) else _classify(errors, exc)
+            kind = _kind_of(errors, classified)
+            code = getattr(classified, "code", "internal") or "internal"
+            message_text = str(classified) or type(exc).__name__
+            if kind == "cancelled":
+                code = "cancelled"
+            error = wire.ErrorInfo(code, message_text, getattr(classified, "field", None))
+            if kind == "internal":
+                log.exception("job=%s failed with an unexpected error", msg.job_id)
+            del exc, classified  # drop the traceback: its frames may hold device tensors
+        total_ms = round((time.perf_counter() - started) * 1000, 3)
+
+        if error is None and output is not None:
+            self._consecutive_ooms = 0
+            self._send_images(msg.job_id, output.images)
+            timings = {k: round(float(v), 3) for k, v in (output.timings or {}).items()}
+            timings.setdefault("total_ms", total_ms)
+            self._result(msg.job_id, "succeeded", engine=msg.engine,
+                         timings=wire.Timings(**{k: timings.get(k, 0) for k in ("load_ms", "text_encode_ms", "denoise_ms", "decode_ms", "total_ms")}),
+                         weights=output.weights, revision=output.revision, num_images=len(output.images))
+            log.info("job=%s succeeded in %.0f ms (%d images)", msg.job_id, total_ms, len(output.images))
+            output = None
+            self.refresh_residency()
+            return
+
+        assert error is not None
+        timings = wire.Timings(total_ms=total_ms)
+        if kind == "cancelled":
+            self._result(msg.job_id, "cancelled", error=error, engine=msg.engine, timings=timings)
+            log.info("job=%s cancelled: %s", msg.job_id, error.message)
+            self._free_memory()
+            self.refresh_residency()
+            return
+        if kind == "cuda_fatal":
+            self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
+            log.error("job=%s: CUDA context is poisoned (%s); exiting with %d", msg.job_id, error.message, ExitCode.CUDA_POISONED)
+            raise _Stop(ExitCode.CUDA_POISONED)
+        if kind == "oom":
+            self._consecutive_ooms += 1
+            self._free_memory()
+            if self._consecutive_ooms >= 2:
+                self._unload_all_but(msg.engine)
+            self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
+            log.warning("job=%s out of memory (%d in a row): %s", msg.job_id, self._consecutive_ooms, error.message)
+            self.refresh_residency()
+            return
+        self._free_memory()
+        self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
+        log.info("job=%s failed: %s: %s", msg.job_id, error.code, error.message)
+        self.refresh_residency()
+
+    def _send_images(self, job_id: str, images: list[Any]) -> None:
+        for index, image in enumerate(images):
+            pixels = _rgb8(image)
+            self.send(wire.ImageMessage(job_id, index, wire.RawImageRef.rgb(pixels.shape[1], pixels.shape[0])), pixels)
+
+    def _unload_all_but(self, keep: str) -> None:
+        others = [e.engine for e in self.residency.engines if e.engine != keep]
+        for engine in others:
+            try:
+                self.manager.unload(engine)
+            except Exception as exc:
+                log.warning("unload of %s after repeated OOM failed: %s", engine, exc)
+        log.warning("second OOM in a row: unloaded %s", ", ".join(others) or "nothing (no other engine resident)")
+        self._free_memory()
+
+    def _free_memory(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            import torch
+
+            try:
+                torch.cuda.synchronize()
+                torch.cuda.empty_cache()
+            except RuntimeError as exc:  # a poisoned context fails here too; the job result says so
+                log.warning("could not free CUDA memory: %s", exc)
+
+
+def _rgb8(image: Any):
+    import numpy as np
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 image, got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _classify(errors: Any, exc: BaseException) -> Any:
+    try:
+        return errors.classify_exception(exc)
+    except Exception:
+        log.exception("classify_exception failed")
+        return errors.WorkerError(f"{type(exc).__name__}: {exc}")
+
+
+def _kind_of(errors: Any, err: Any) -> str:
+    if isinstance(err, errors.JobCancelled):
+        return "cancelled"
+    if isinstance(err, errors.OutOfMemory):
+        return "oom"
+    if isinstance(err, errors.CudaFatal):
+        return "cuda_fatal"
+    if getattr(err, "code", None) == "internal" or type(err) is errors.WorkerError:
+        return "internal"
+    return "classified"
+
+
+def build_request(msg: wire.GenerateMessage, references: list[Any]) -> Any:
+    from .engines.base import GenerateRequest
+
+    return GenerateRequest(
+        job_id=msg.job_id,
+        engine=msg.engine,
+        prompt=msg.prompt,
+        negative_prompt=msg.negative_prompt,
+        seed=msg.seed,
+        steps=msg.steps,
+        guidance=float(msg.guidance),
+        width=msg.width,
+        height=msg.height,
+        num_images=msg.num_images,
+        references=references,
+        preview_every=msg.preview_every,
+    )
+
+
+# ---- start-up ------------------------------------------------------------------------------------
+
+
+def _resolve_device(requested: str) -> str:
+    import torch
+
+    if requested == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda:0"
+    if requested == "cuda":
+        raise SystemExit("--device cuda was requested but torch sees no CUDA device")
+    return "cpu"
+
+
+def _default_budget_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        import torch
+
+        total = torch.cuda.get_device_properties(0).total_memory
+        return max(int(total * 0.9), total - 2 * 1024**3)  # headroom for activations and the CUDA context
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+
+
+def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
+    """Run the worker; ``proto_out``/``proto_in`` are the binary protocol streams. Returns the exit code."""
+    config = parse_args(argv, dict(os.environ))
+    faults = Faults.from_env(dict(os.environ))
+    writer = wire.FrameWriter(proto_out)
+
+    import diffusers
+    import torch
+
+    from . import errors
+    from .catalog import load_catalog
+    from .engines.manager import EngineManager
+
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    except Exception:  # only cosmetics
+        pass
+
+    device = _resolve_device(config.device)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device)
+    catalog = load_catalog(config.catalog)
+    log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s",
+             device, str(dtype).removeprefix("torch."), budget / 1024**3, config.models_dir, catalog.source,
+             config.text_encoder, torch.__version__, diffusers.__version__, " FAULTS ARMED" if faults.any() else "")
+    if device.startswith("cuda"):
+        log.info("cuda device: %s", torch.cuda.get_device_name(0))
+
+    manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
+                            budget_bytes=budget, text_encoder_mode=config.text_encoder)
+    worker = Worker(manager, writer, device=device, faults=faults, budget_bytes=budget, errors=errors)
+    signal.signal(signal.SIGTERM, worker.on_signal)
+
+    reader = threading.Thread(target=worker.read_loop, args=(wire.FrameReader(proto_in),), name="frame-reader", daemon=True)
+    reader.start()
+
+    for engine in config.preload:
+        code = _preload(manager, engine, errors)
+        if code is not None:
+            return code
+    available = manager.available()
+    worker.engine_info = {e["engine"]: wire.EngineInfo(e["engine"], e["weights"], e["revision"]) for e in available}
+    worker.refresh_residency()
+    worker.send(wire.ReadyMessage(
+        protocol=wire.PROTOCOL_VERSION,
+        pid=os.getpid(),
+        device=device,
+        torch_version=torch.__version__,
+        diffusers_version=diffusers.__version__,
+        engines=list(worker.engine_info.values()),
+        residency=worker.residency,
+    ))
+    log.info("ready: engines %s", ", ".join(f"{e.engine}[{e.weights}]" for e in worker.engine_info.values()) or "none")
+    code = worker.serve()
+    log.info("exiting with %d", code)
+    return code
+
+
+def _preload(manager: Any, engine: str, errors: Any) -> int | None:
+    started = time.perf_counter()
+    try:
+        manager.load(engine)
+    except Exception as exc:
+        err = exc if isinstance(exc, errors.WorkerError) else _classify(errors, exc)
+        if isinstance(err, errors.OutOfMemory):
+            log.error("out of memory while preloading %s: %s; exiting with %d", engine, err, ExitCode.PRELOAD_OOM)
+            return ExitCode.PRELOAD_OOM
+        if isinstance(err, errors.CudaFatal):
+            log.error("CUDA failed while preloading %s: %s; exiting with %d", engine, err, ExitCode.CUDA_POISONED)
+            return ExitCode.CUDA_POISONED
+        log.warning("preload of %s failed (%s); serving without it", engine, err)
+        return None
+    log.info("preloaded %s in %.0f ms", engine, (time.perf_counter() - started) * 1000)
+    return None
