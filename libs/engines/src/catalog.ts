@@ -55,6 +55,11 @@ export interface EngineSpec {
   memoryEstimateGb: number;
   defaults: EngineDefaults;
   limits: EngineLimits;
+  /**
+   * Generous time bounds for one job, so the supervisor can tell a hang from slow work: a first
+   * load or swap, plus a per-step cost per megapixel (about 3× a consumer card's real cost).
+   */
+  timeBudget: { loadS: number; stepPerMegapixelS: number };
   /** Text encoder placement, for engines whose encoder may run elsewhere (FLUX.2). */
   textEncoder?: { modes: TextEncoderMode[]; default: TextEncoderMode; remoteUrl: string };
 }
@@ -75,6 +80,7 @@ export const ENGINE_CATALOG: Readonly<Record<EngineId, EngineSpec>> = {
     license:
       'FLUX.2 [dev] Non-Commercial License: free for research and personal use; commercial use needs a licence from Black Forest Labs.',
     memoryEstimateGb: 20,
+    timeBudget: { loadS: 600, stepPerMegapixelS: 6 },
     defaults: { steps: 28, guidance: 4.0, width: 1024, height: 1024 },
     limits: {
       sizeMultiple: 16,
@@ -106,6 +112,7 @@ export const ENGINE_CATALOG: Readonly<Record<EngineId, EngineSpec>> = {
     license:
       'FLUX.1 [dev] Non-Commercial License: free for research and personal use; commercial use needs a licence from Black Forest Labs.',
     memoryEstimateGb: 33,
+    timeBudget: { loadS: 300, stepPerMegapixelS: 3 },
     defaults: { steps: 28, guidance: 3.5, width: 1024, height: 1024 },
     limits: {
       sizeMultiple: 16,
@@ -131,6 +138,7 @@ export const ENGINE_CATALOG: Readonly<Record<EngineId, EngineSpec>> = {
     gated: true,
     license: 'Stability AI Community License: free below USD 1M annual revenue; larger users need an enterprise licence.',
     memoryEstimateGb: 18,
+    timeBudget: { loadS: 300, stepPerMegapixelS: 2 },
     defaults: { steps: 28, guidance: 7.0, width: 1024, height: 1024 },
     limits: {
       sizeMultiple: 16,
@@ -156,6 +164,7 @@ export const ENGINE_CATALOG: Readonly<Record<EngineId, EngineSpec>> = {
     gated: false,
     license: 'CreativeML Open RAIL++-M (the SDXL base licence): use-based restrictions, commercial use allowed.',
     memoryEstimateGb: 8,
+    timeBudget: { loadS: 180, stepPerMegapixelS: 1.5 },
     defaults: { steps: 30, guidance: 5.0, width: 1024, height: 1024 },
     limits: {
       sizeMultiple: 8,
@@ -178,4 +187,11 @@ export function isEngineId(value: unknown): value is EngineId {
 
 export function engineSpec(id: EngineId): EngineSpec {
   return ENGINE_CATALOG[id];
+}
+
+/** How long one job may take before the supervisor treats it as hung. */
+export function jobDeadlineMs(spec: EngineSpec, p: { steps: number; width: number; height: number; numImages: number }): number {
+  const megapixels = Math.max(0.25, (p.width * p.height) / 1_000_000);
+  const { loadS, stepPerMegapixelS } = spec.timeBudget;
+  return Math.round((loadS + p.steps * megapixels * p.numImages * stepPerMegapixelS) * 1000);
 }

@@ -12,6 +12,7 @@ import {
   type ResultMessage,
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
+import { engineSpec, jobDeadlineMs } from '@flexy/engines';
 import { GenerationsRepository } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { UnrecoverableError, type Job } from 'bullmq';
@@ -74,6 +75,9 @@ export class GenerateHandler {
 
     const worker = await this.pool.acquire();
     const queueWaitMs = Date.now() - payload.acceptedAt;
+    // Heartbeats catch a dead or frozen process; a live one stuck in a kernel is caught here.
+    const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload);
+    const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
     try {
       await this.generations.markRunning(id, worker.id);
       await this.event(id, { type: 'running', worker_id: worker.id });
@@ -115,6 +119,7 @@ export class GenerateHandler {
       } else await this.generations.markQueued(id);
       throw err;
     } finally {
+      clearTimeout(deadline);
       this.pool.release(worker);
     }
   }

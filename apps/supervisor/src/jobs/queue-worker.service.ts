@@ -58,6 +58,14 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
         maxStalledCount: 2,
       });
       worker.on('error', (err) => this.logger.error(`queue ${queue}: ${err.message}`));
+      // BullMQ renews locks from Node; once one is lost another supervisor may take the job, so
+      // the GPU run stops here (the result write is idempotent either way).
+      worker.on('lockRenewalFailed', (jobIds: string[]) => {
+        for (const jobId of jobIds) {
+          this.logger.warn(`lost the lock of ${jobId}; stopping its run`);
+          this.pool.cancel(jobId);
+        }
+      });
       this.workers.push(worker);
       this.logger.log(`consuming queue ${queue}`);
     }

@@ -1,28 +1,41 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
-import { APP_CONFIG, REPO_ROOT, type AppConfig } from '@flexy/config';
+import { WORKER_STATUS_TTL_S, WorkerExitCode, workerStatusKey, type WorkerLifecycleState, type WorkerStatus } from '@flexy/contracts';
+import { APP_CONFIG, REDIS, REPO_ROOT, type AppConfig } from '@flexy/config';
+import { ENGINE_CATALOG, isEngineId } from '@flexy/engines';
+import type Redis from 'ioredis';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { resolveDevices, type WorkerDevice } from './devices';
-import { WorkerProcess } from './worker-process';
+import { WorkerProcess, type WorkerExit } from './worker-process';
 
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
 /** A worker that stayed up this long has its restart backoff reset. */
 const HEALTHY_AFTER_MS = 60_000;
+/** This many restarts without a healthy period marks the device unhealthy (it keeps retrying). */
+const CRASH_LOOP_RESTARTS = 5;
+const STATUS_EVERY_MS = 2000;
 
 interface Slot {
   device: WorkerDevice;
   worker: WorkerProcess | null;
+  state: WorkerLifecycleState;
   restarts: number;
+  /** Restarts since the worker was last healthy for HEALTHY_AFTER_MS. */
+  recentRestarts: number;
   backoffMs: number;
   startedAt: number;
   lastError: string | null;
+  preload: string[];
   restartTimer: NodeJS.Timeout | null;
 }
 
 /**
- * Owns one Python worker per device of this host and hands idle ones to job handlers. A worker that
- * exits is restarted with exponential backoff; its job was already failed as retryable by WorkerProcess.
+ * Owns one Python worker per device of this host and hands idle ones to job handlers. A worker is
+ * ready only after its preload set is loaded and a canary generation has passed. One that exits is
+ * restarted: at once after a poisoned CUDA context, with a smaller preload set after an
+ * out-of-memory while loading, otherwise with exponential backoff. Its job was already failed as
+ * retryable by WorkerProcess.
  */
 @Injectable()
 export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
@@ -30,16 +43,33 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   private readonly slots: Slot[] = [];
   private readonly idle: WorkerProcess[] = [];
   private readonly waiters: Array<(w: WorkerProcess) => void> = [];
+  private statusTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  readonly host = hostname();
+  readonly host = process.env.SUPERVISOR_HOST_ID || hostname();
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    @Inject(REDIS) private readonly redis: Redis,
+  ) {}
 
   async onModuleInit(): Promise<void> {
     const devices = await resolveDevices(this.config.workerDevices);
     for (const device of devices) {
-      this.slots.push({ device, worker: null, restarts: 0, backoffMs: BACKOFF_FIRST_MS, startedAt: 0, lastError: null, restartTimer: null });
+      this.slots.push({
+        device,
+        worker: null,
+        state: 'starting',
+        restarts: 0,
+        recentRestarts: 0,
+        backoffMs: BACKOFF_FIRST_MS,
+        startedAt: 0,
+        lastError: null,
+        preload: [...this.config.workerPreload],
+        restartTimer: null,
+      });
     }
+    this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_EVERY_MS);
+    this.statusTimer.unref();
     // Jobs are only taken once a worker is ready, so the first start is awaited.
     await Promise.all(this.slots.map((slot) => this.launch(slot)));
   }
@@ -69,16 +99,31 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     return !!worker;
   }
 
-  workers(): Array<{ id: string; device: WorkerDevice; state: string; pid?: number; restarts: number; lastError: string | null; busyJobId: string | null }> {
-    return this.slots.map((s) => ({
-      id: this.workerId(s.device),
-      device: s.device,
-      state: s.worker?.state ?? 'restarting',
-      pid: s.worker?.pid,
-      restarts: s.restarts,
-      lastError: s.lastError,
-      busyJobId: s.worker?.busyJobId ?? null,
-    }));
+  /** Kills the worker running `jobId` (a hang past its deadline); the pool restarts it. */
+  killJob(jobId: string, reason: string): void {
+    this.slots.map((s) => s.worker).find((w) => w?.busyJobId === jobId)?.kill(reason);
+  }
+
+  statuses(): WorkerStatus[] {
+    return this.slots.map((slot) => {
+      const w = slot.worker;
+      let state: WorkerLifecycleState = slot.state;
+      if (state === 'ready' && w?.state === 'busy') state = 'busy';
+      if (slot.recentRestarts >= CRASH_LOOP_RESTARTS && state !== 'ready' && state !== 'busy') state = 'unhealthy';
+      return {
+        id: this.workerId(slot.device),
+        host: this.host,
+        device: slot.device.id,
+        state,
+        pid: w?.pid ?? null,
+        restarts: slot.restarts,
+        lastError: slot.lastError,
+        currentJob: w?.currentJob ? { ...w.currentJob } : null,
+        residency: w?.residency ?? null,
+        engines: w?.ready?.engines ?? [],
+        updatedAt: Date.now(),
+      };
+    });
   }
 
   workerId(device: WorkerDevice): string {
@@ -87,8 +132,19 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
 
   async onApplicationShutdown(): Promise<void> {
     this.stopping = true;
-    for (const slot of this.slots) if (slot.restartTimer) clearTimeout(slot.restartTimer);
+    if (this.statusTimer) clearInterval(this.statusTimer);
+    for (const slot of this.slots) {
+      if (slot.restartTimer) clearTimeout(slot.restartTimer);
+      slot.state = 'stopping';
+    }
     await Promise.all(this.slots.map((s) => s.worker?.stop(10_000)));
+    await this.publishStatus();
+  }
+
+  private async publishStatus(): Promise<void> {
+    const multi = this.redis.multi();
+    for (const status of this.statuses()) multi.set(workerStatusKey(status.id), JSON.stringify(status), 'EX', WORKER_STATUS_TTL_S);
+    await multi.exec().catch(() => undefined); // Redis down: the keys expire and readers see the worker as gone
   }
 
   private async launch(slot: Slot): Promise<void> {
@@ -100,7 +156,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
         '--models-dir', c.modelsDir,
         '--catalog', c.engineCatalogPath,
         '--device', slot.device.cudaVisibleDevices === undefined ? 'cpu' : 'cuda',
-        ...(c.workerPreload.length ? ['--preload', c.workerPreload.join(',')] : []),
+        ...(slot.preload.length ? ['--preload', slot.preload.join(',')] : []),
       ],
       cwd: join(REPO_ROOT, 'worker-python'),
       env: {
@@ -114,27 +170,76 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       startTimeoutMs: 600_000,
     });
     slot.worker = worker;
+    slot.state = 'starting';
     slot.startedAt = Date.now();
-    worker.on('exit', (exit) => {
+    worker.on('exit', (exit: WorkerExit) => {
       this.forget(worker);
       slot.lastError = exit.reason;
-      if (!this.stopping) this.scheduleRestart(slot);
+      if (this.stopping) return;
+      slot.state = 'restarting';
+      this.scheduleRestart(slot, exit);
     });
     try {
       const ready = await worker.start();
+      slot.state = 'canary';
+      await this.canary(worker);
+      slot.state = 'ready';
       this.logger.log(`${worker.id} ready on ${ready.device} (pid ${ready.pid}); engines: ${ready.engines.map((e) => `${e.engine}[${e.weights}]`).join(', ')}`);
+      void this.publishStatus();
       this.release(worker);
     } catch (err) {
       this.logger.error(`${worker.id} failed to start: ${(err as Error).message}`);
+      worker.kill(`failed to start: ${(err as Error).message}`);
     }
   }
 
-  private scheduleRestart(slot: Slot): void {
-    if (Date.now() - slot.startedAt > HEALTHY_AFTER_MS) slot.backoffMs = BACKOFF_FIRST_MS;
-    const delay = slot.backoffMs;
-    slot.backoffMs = Math.min(slot.backoffMs * 2, BACKOFF_MAX_MS);
+  /** A tiny generation on the first engine the worker can serve: new work only goes to a worker that can finish one. */
+  private async canary(worker: WorkerProcess): Promise<void> {
+    const engine = worker.ready!.engines.map((e) => e.engine).find(isEngineId);
+    if (!engine) throw new Error('the worker found no engine snapshot to serve');
+    const spec = ENGINE_CATALOG[engine];
+    const side = Math.max(spec.limits.minSide, spec.limits.sizeMultiple * 4);
+    const { result } = await worker.run(
+      {
+        type: 'generate',
+        job_id: `canary-${worker.id}-${Date.now()}`,
+        engine,
+        prompt: 'canary',
+        negative_prompt: null,
+        seed: 0,
+        steps: 1,
+        guidance: spec.defaults.guidance,
+        width: side,
+        height: side,
+        num_images: 1,
+        references: [],
+        preview_every: 0,
+      },
+      Buffer.alloc(0),
+      () => undefined,
+    );
+    if (result.status !== 'succeeded') throw new Error(`canary failed: ${result.error?.code} ${result.error?.message}`);
+  }
+
+  private scheduleRestart(slot: Slot, exit: WorkerExit): void {
+    if (Date.now() - slot.startedAt > HEALTHY_AFTER_MS) {
+      slot.backoffMs = BACKOFF_FIRST_MS;
+      slot.recentRestarts = 0;
+    }
+    let delay = slot.backoffMs;
+    if (exit.code === WorkerExitCode.CudaPoisoned) {
+      delay = 0; // the process is gone with its context; a fresh one is healthy
+    } else {
+      slot.backoffMs = Math.min(slot.backoffMs * 2, BACKOFF_MAX_MS);
+    }
+    if (exit.code === WorkerExitCode.PreloadOom && slot.preload.length) {
+      const dropped = slot.preload.pop();
+      this.logger.warn(`${this.workerId(slot.device)} ran out of memory while loading; preloading without ${dropped}`);
+    }
     slot.restarts += 1;
+    slot.recentRestarts += 1;
     this.logger.warn(`restarting ${this.workerId(slot.device)} in ${delay} ms (restart ${slot.restarts})`);
+    void this.publishStatus();
     slot.restartTimer = setTimeout(() => {
       slot.restartTimer = null;
       void this.launch(slot);

@@ -103,6 +103,9 @@ export class WorkerProcess extends EventEmitter {
     return this.pending?.jobId ?? null;
   }
 
+  /** The job on this worker with its latest step, for status reports. */
+  currentJob: { id: string; engine: string; step: number; totalSteps: number; startedAt: number } | null = null;
+
   async start(): Promise<ReadyMessage> {
     const { execa } = await import('execa');
     const o = this.options;
@@ -156,6 +159,7 @@ export class WorkerProcess extends EventEmitter {
   ): Promise<RunOutcome> {
     if (this.state !== 'ready') return Promise.reject(new Error(`worker ${this.id} is ${this.state}, not ready`));
     this.state = 'busy';
+    this.currentJob = { id: message.job_id, engine: message.engine, step: 0, totalSteps: message.steps, startedAt: Date.now() };
     return new Promise<RunOutcome>((resolve, reject) => {
       this.pending = { jobId: message.job_id, images: [], onProgress, resolve, reject };
       this.send(message, referencePixels);
@@ -225,7 +229,9 @@ export class WorkerProcess extends EventEmitter {
         this.residency = (msg as PongMessage).residency;
         return;
       case 'progress':
-        if (this.pending?.jobId === msg.job_id) this.pending.onProgress(msg, msg.preview ? payload : null);
+        if (this.pending?.jobId !== msg.job_id) return;
+        if (this.currentJob) Object.assign(this.currentJob, { step: msg.step, totalSteps: msg.total_steps });
+        this.pending.onProgress(msg, msg.preview ? payload : null);
         return;
       case 'image':
         if (this.pending?.jobId === msg.job_id) {
@@ -237,6 +243,7 @@ export class WorkerProcess extends EventEmitter {
         const run = this.pending;
         if (!run || run.jobId !== msg.job_id) return;
         this.pending = null;
+        this.currentJob = null;
         if (this.state === 'busy') this.state = 'ready';
         run.resolve({ result: msg, images: run.images.sort((a, b) => a.index - b.index) });
         this.emit('idle');
@@ -261,6 +268,7 @@ export class WorkerProcess extends EventEmitter {
     if (this.pending) {
       this.pending.reject(new WorkerLostError(this.id, exit));
       this.pending = null;
+      this.currentJob = null;
     }
     this.logger.warn(exit.reason);
     this.markExited(exit);
