@@ -13,6 +13,8 @@ import { HealthController } from './health/health.controller';
 import { PromptPicsController } from './promptpics/promptpics.controller';
 import { SandboxRunsController } from './sandbox/sandbox-runs.controller';
 import { SandboxService } from './sandbox/sandbox.service';
+import { EnginesController } from './status/engines.controller';
+import { StatusService } from './status/status.service';
 
 const config = loadConfig();
 // No offline queue: while Redis is down a create fails at once (503) instead of hanging.
@@ -25,13 +27,14 @@ redis.on('error', () => undefined); // reconnects by itself; requests meanwhile 
     BullModule.forRoot({ connection: redis }),
     BullModule.registerQueue({ name: QueueName.Generation }),
   ],
-  controllers: [GenerationsController, PromptPicsController, SandboxRunsController, HealthController],
+  controllers: [GenerationsController, PromptPicsController, SandboxRunsController, EnginesController, HealthController],
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     { provide: REDIS, useValue: redis },
     GenerationEventsService,
     SandboxService,
+    StatusService,
     GenerationsService,
     CompletionWaiter,
   ],
