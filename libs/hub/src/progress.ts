@@ -21,7 +21,7 @@ interface EngineProgress {
   lastPlainAt: number;
 }
 
-const BAR = 24;
+const BAR = 20;
 
 function bar(fraction: number, width = BAR): string {
   const filled = Math.max(0, Math.min(width, Math.round(fraction * width)));
@@ -129,7 +129,7 @@ export class ProgressReporter implements PullReporter {
     const rate = e.transferred / elapsed;
     const eta = rate > 0 ? (e.total - e.done) / rate : Number.NaN;
     const pct = e.total > 0 ? Math.floor((e.done / e.total) * 100) : 100;
-    return `${String(pct).padStart(3)}% ${formatBytes(e.done)} / ${formatBytes(e.total)}  ${formatRate(rate)}  ETA ${formatDuration(eta)}`;
+    return `${String(pct).padStart(3)}% ${formatBytes(e.done)}/${formatBytes(e.total)} ${formatRate(rate)} ETA ${formatDuration(eta)}`;
   }
 
   private clear(): void {
@@ -139,13 +139,15 @@ export class ProgressReporter implements PullReporter {
 
   private draw(): void {
     this.clear();
-    const width = this.out.columns ?? 100;
+    const width = this.out.columns || 100;
     const lines: string[] = [];
     for (const [engine, e] of this.engines) {
       lines.push(`${engine} [${bar(e.total ? e.done / e.total : 1)}] ${this.summary(e)}`);
       for (const [path, f] of e.active) {
-        const name = path.length > 48 ? '…' + path.slice(-47) : path;
-        lines.push(`  ${name} [${bar(f.size ? f.done / f.size : 1, 12)}] ${formatBytes(f.done)} / ${formatBytes(f.size)}`);
+        const tail = ` [${bar(f.size ? f.done / f.size : 1, 10)}] ${formatBytes(f.done)}/${formatBytes(f.size)}`;
+        const room = Math.max(12, width - 3 - tail.length);
+        const name = path.length > room ? '…' + path.slice(-(room - 1)) : path;
+        lines.push(`  ${name}${tail}`);
       }
     }
     for (const l of lines) this.out.write(l.slice(0, width - 1) + '\n');

@@ -190,9 +190,12 @@ export async function remotePlan(spec: EngineSpec, options: HubOptions & { revis
       'not-found',
     );
   }
-  files.sort((a, b) => a.path.localeCompare(b.path));
+  files.sort((a, b) => byPath(a.path, b.path));
   return { repo: spec.hubRepo, requested, revision, files, totalBytes: files.reduce((s, f) => s + f.size, 0) };
 }
+
+/** Code-point order: the same manifest on every machine, whatever its locale. */
+const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function gitBlobSha1(content: Buffer): string {
   return createHash('sha1').update(`blob ${content.length}\0`).update(content).digest('hex');
@@ -270,6 +273,12 @@ export async function pullEngine(spec: EngineSpec, options: PullOptions): Promis
   ) {
     return { engine: spec.id, status: 'skipped', revision: plan.revision, downloadedBytes: 0, outcomes };
   }
+  // One small request before touching the disk, so a gated repo is explained before anything is written.
+  try {
+    await fileDownloadInfo({ repo: spec.hubRepo, path: plan.files[0].path, revision: plan.revision, hubUrl, fetch: hub.fetch, ...credentials(options.token) });
+  } catch (error) {
+    throw explainHubError(error, spec, { hubUrl, tokenSet: !!options.token, revision: plan.revision, note: hub.last }) ?? error;
+  }
   reporter.plan?.(spec.id, plan);
 
   const incomplete = join(dir, INCOMPLETE_DIR);
@@ -321,7 +330,7 @@ export async function pullEngine(spec: EngineSpec, options: PullOptions): Promis
       engine: spec.id,
       repo: spec.hubRepo,
       revision: plan.revision,
-      files: [...manifestFiles.values()].sort((a, b) => a.path.localeCompare(b.path)),
+      files: [...manifestFiles.values()].sort((a, b) => byPath(a.path, b.path)),
       pulledAt: new Date().toISOString(),
     };
     writeJsonAtomic(join(dir, MANIFEST_FILE), manifest);
@@ -460,7 +469,7 @@ async function downloadVerified(ctx: FileContext, file: PlannedFile): Promise<{ 
         const part = offset > 0 ? blob.slice(offset) : blob;
         let lastByteAt = Date.now();
         watchdog = setInterval(() => {
-          if (Date.now() - lastByteAt > stallMs) controller.abort(new Error(`no data for ${Math.round(stallMs / 1000)} s`));
+          if (Date.now() - lastByteAt > stallMs) controller.abort(new Error(`no data for ${stallMs / 1000} s`));
         }, Math.min(1000, Math.max(50, stallMs / 4)));
         watchdog.unref();
 
