@@ -13,7 +13,7 @@ import {
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
 import { engineSpec } from '@flexy/engines';
-import { GenerationsRepository } from '@flexy/persistence';
+import { GenerationsRepository, type GenerationWithImages } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { randomInt, randomUUID } from 'node:crypto';
@@ -133,16 +133,16 @@ export class GenerationsService {
 
   /** The record once it is terminal (succeeded, failed, cancelled), or null if `timeoutMs` passes first. */
   async waitForTerminal(id: string, timeoutMs: number) {
-    let latest: Awaited<ReturnType<GenerationsRepository['findById']>> = null;
+    const seen: { latest: GenerationWithImages | null } = { latest: null };
     const done = await this.waiter.waitUntil(
       id,
       async () => {
-        latest = await this.generations.findById(id);
-        return !!latest && TERMINAL.has(latest.status);
+        seen.latest = await this.generations.findById(id);
+        return !!seen.latest && TERMINAL.has(seen.latest.status);
       },
       timeoutMs,
     );
-    return done ? latest : null;
+    return done ? seen.latest : null;
   }
 
   async get(id: string) {

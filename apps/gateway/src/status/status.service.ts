@@ -8,7 +8,7 @@ import { PrismaService } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 
-export const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed', 'completed', 'paused'] as const;
+export const QUEUE_STATES = ['waiting', 'prioritized', 'active', 'delayed', 'failed', 'completed'] as const;
 
 /** Live state gathered from Redis (queues, published worker status) and the database. */
 @Injectable()
