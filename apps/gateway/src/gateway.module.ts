@@ -1,10 +1,14 @@
 import { BullModule } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
+import { APP_GUARD } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
 import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
+import { ApiKeyGuard } from './auth/api-key.guard';
+import { IdempotencyService } from './auth/idempotency.service';
+import { QuotaService } from './auth/quota.service';
 import { CompletionWaiter } from './generations/completion-waiter.service';
 import { GenerationEventsService } from './generations/generation-events.service';
 import { GenerationsController } from './generations/generations.controller';
@@ -34,6 +38,9 @@ redis.on('error', () => undefined); // reconnects by itself; requests meanwhile 
     { provide: REDIS, useValue: redis },
     GenerationEventsService,
     SandboxService,
+    QuotaService,
+    IdempotencyService,
+    { provide: APP_GUARD, useClass: ApiKeyGuard },
     StatusService,
     GenerationsService,
     CompletionWaiter,

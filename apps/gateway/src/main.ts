@@ -3,6 +3,7 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { HttpErrorFilter } from './common/http-error.filter';
 import { createValidationPipe } from './common/validation';
 import { GatewayModule } from './gateway.module';
 
@@ -10,6 +11,7 @@ async function bootstrap(): Promise<void> {
   const app = await NestFactory.create(GatewayModule);
   const config = app.get<AppConfig>(APP_CONFIG);
   app.useGlobalPipes(createValidationPipe());
+  app.useGlobalFilters(new HttpErrorFilter(app.getHttpAdapter()));
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
   const spec = new DocumentBuilder()
     .setTitle('FlexyFace image service')
@@ -19,6 +21,7 @@ async function bootstrap(): Promise<void> {
   SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, spec), { jsonDocumentUrl: 'docs/openapi.json' });
   await app.listen(config.port, config.host);
   Logger.log(`listening on http://${config.host}:${config.port}`, 'Gateway');
+  if (config.openAccess) Logger.warn('open access: no API key needed (loopback only); set AUTH_MODE=keys to require keys', 'Gateway');
 }
 
 void bootstrap().catch((err) => {

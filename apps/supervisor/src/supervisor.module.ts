@@ -7,6 +7,7 @@ import IORedis from 'ioredis';
 import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
 import { QueueWorkerService } from './jobs/queue-worker.service';
+import { WebhookHandler } from './webhooks/webhook.handler';
 import { WorkerPool } from './workers/worker-pool.service';
 
 const config = loadConfig();
@@ -21,6 +22,7 @@ const config = loadConfig();
     WorkerPool,
     QueueWorkerService,
     GenerateHandler,
+    WebhookHandler,
   ],
 })
 export class SupervisorModule {}

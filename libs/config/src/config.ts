@@ -21,8 +21,10 @@ export interface AppConfig {
   heartbeatTimeoutMs: number;
   /** How long POST /generate waits for its image before answering 504 with the job id. */
   syncWaitMs: number;
-  /** The gateway runs with no API keys only on loopback, and says so. */
+  /** Anonymous calls allowed: only on loopback (the embedded default), and it says so at start. */
   openAccess: boolean;
+  /** Secret that signs webhook deliveries (HMAC-SHA256). */
+  webhookSecret: string;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -39,9 +41,15 @@ function path(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
   return isAbsolute(raw) ? raw : resolve(REPO_ROOT, raw);
 }
 
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = path(env, 'DATA_DIR', join(REPO_ROOT, '.data'));
   const host = env.HOST || '127.0.0.1';
+  // AUTH_MODE=keys forces keys everywhere; open access is refused beyond loopback.
+  const authMode = env.AUTH_MODE || (LOOPBACK.has(host) ? 'open' : 'keys');
+  if (authMode !== 'open' && authMode !== 'keys') throw new Error(`AUTH_MODE must be "open" or "keys", got "${authMode}"`);
+  if (authMode === 'open' && !LOOPBACK.has(host)) throw new Error(`AUTH_MODE=open is only allowed on a loopback HOST, not ${host}`);
   return {
     host,
     port: int(env, 'PORT', 3000),
@@ -57,7 +65,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
     heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
     syncWaitMs: int(env, 'SYNC_WAIT_MS', 300_000),
-    openAccess: host === '127.0.0.1' || host === 'localhost' || host === '::1',
+    openAccess: authMode === 'open',
+    webhookSecret: env.WEBHOOK_SECRET || 'flexyface-dev-webhook-secret',
   };
 }
 

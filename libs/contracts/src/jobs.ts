@@ -7,10 +7,12 @@ import type { EngineId } from '@flexy/engines';
 
 export enum QueueName {
   Generation = 'generation',
+  Webhook = 'webhook',
 }
 
 export enum JobName {
   Generate = 'generate',
+  DeliverWebhook = 'deliver-webhook',
 }
 
 /** Where a generation came from; it sets the BullMQ priority (lower runs first). */
@@ -29,6 +31,10 @@ export interface GenerateJobPayload {
   height: number;
   numImages: number;
   origin: JobOrigin;
+  /** The API key that asked for it (its concurrent-job slot is released when the job ends). */
+  apiKeyId: string | null;
+  /** Notified with a signed POST when the generation ends. */
+  webhookUrl: string | null;
   /** Milliseconds since epoch when the gateway accepted the request (for queue-wait timing). */
   acceptedAt: number;
 }
@@ -39,8 +45,18 @@ export interface GenerateJobResult {
   imageCount: number;
 }
 
+export interface WebhookJobPayload {
+  generationId: string;
+  url: string;
+}
+
+export interface WebhookJobResult {
+  statusCode: number;
+}
+
 export interface JobMap {
   [JobName.Generate]: { queue: QueueName.Generation; payload: GenerateJobPayload; result: GenerateJobResult };
+  [JobName.DeliverWebhook]: { queue: QueueName.Webhook; payload: WebhookJobPayload; result: WebhookJobResult };
 }
 
 export type JobPayload<N extends JobName> = JobMap[N]['payload'];

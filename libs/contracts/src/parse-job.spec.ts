@@ -12,6 +12,8 @@ const good = {
   height: 512,
   numImages: 1,
   origin: 'interactive',
+  apiKeyId: null,
+  webhookUrl: null,
   acceptedAt: 1,
 };
 

@@ -24,6 +24,7 @@ export function parseGenerateJob(data: unknown): GenerateJobPayload {
   ['seed', 'steps', 'guidance', 'width', 'height', 'numImages', 'acceptedAt'].forEach(num);
   if (d.negativePrompt !== null && typeof d.negativePrompt !== 'string') problems.push('negativePrompt must be a string or null');
   if (!ORIGINS.includes(d.origin as JobOrigin)) problems.push('origin is unknown');
+  for (const k of ['apiKeyId', 'webhookUrl']) if (d[k] !== null && typeof d[k] !== 'string') problems.push(`${k} must be a string or null`);
   if (!isEngineId(d.engine)) problems.push(`engine "${String(d.engine)}" is unknown`);
   if (problems.length) throw new InvalidJobPayloadError(problems);
   const p = d as unknown as GenerateJobPayload;

@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
-import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, Max, Min } from 'class-validator';
+import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Max, MaxLength, Min } from 'class-validator';
 import { WithinEngineLimits } from './engine-limits.validator';
 
 const MAX_SEED = 0xffffffff;
@@ -59,4 +59,10 @@ export class CreateGenerationDto {
   @IsInt()
   @WithinEngineLimits('num_images')
   num_images?: number;
+
+  @ApiPropertyOptional({ description: 'Receives a signed POST (X-FlexyFace-Signature) when the generation ends.', example: 'https://example.com/hooks/flexyface' })
+  @IsOptional()
+  @IsUrl({ protocols: ['http', 'https'], require_protocol: true, require_tld: false }, { message: 'webhook_url must be an http(s) URL' })
+  @MaxLength(2000)
+  webhook_url?: string;
 }

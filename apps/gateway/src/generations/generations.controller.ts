@@ -1,4 +1,4 @@
-import { Body, Controller, Delete, Get, Headers, HttpCode, Inject, NotFoundException, Param, Post, Query, Res } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Headers, HttpCode, Inject, NotFoundException, Param, Post, Query, Req, Res } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiConflictResponse, ApiHeader, ApiOkResponse, ApiProduces, ApiTags } from '@nestjs/swagger';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import type { Response } from 'express';
@@ -6,7 +6,10 @@ import sharp from 'sharp';
 import { CreateGenerationDto } from './create-generation.dto';
 import { GenerationEventsService } from './generation-events.service';
 import { generationView } from './generation.view';
-import { GenerationsService } from './generations.service';
+import { GenerationsService, newGenerationId } from './generations.service';
+import type { AuthedRequest } from '../auth/api-key.guard';
+import { IdempotencyService } from '../auth/idempotency.service';
+import { QuotaService } from '../auth/quota.service';
 import { ImageQueryDto } from './image-query.dto';
 
 const ID_PATTERN = /^gen_[0-9a-f]{32}$/;
@@ -24,6 +27,8 @@ export class GenerationsController {
   constructor(
     private readonly service: GenerationsService,
     private readonly events: GenerationEventsService,
+    private readonly idempotency: IdempotencyService,
+    private readonly quota: QuotaService,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
   ) {}
 
@@ -31,8 +36,20 @@ export class GenerationsController {
   @ApiHeader({ name: 'Prefer', required: false, description: '`wait=N`: answer with the finished generation if it completes within N seconds (at most 300).' })
   @ApiAcceptedResponse({ description: 'Queued; poll the `self` link or follow `events`.' })
   @ApiOkResponse({ description: 'Finished within the `Prefer: wait` window.' })
-  async create(@Body() dto: CreateGenerationDto, @Headers('prefer') prefer: string | undefined, @Res() res: Response) {
-    const g = await this.service.create(dto);
+  @ApiHeader({ name: 'Idempotency-Key', required: false, description: 'A repeat with the same key and body returns the same generation instead of a new one.' })
+  async create(
+    @Body() dto: CreateGenerationDto,
+    @Headers('prefer') prefer: string | undefined,
+    @Headers('idempotency-key') idempotencyKey: string | undefined,
+    @Req() req: AuthedRequest,
+    @Res() res: Response,
+  ) {
+    await this.quota.chargeRequest(req.apiKey);
+    const { id, replayed } = await this.idempotency.once(req.apiKey, idempotencyKey, 'generation', dto, newGenerationId(), async (newId) => {
+      await this.service.create(dto, { apiKey: req.apiKey, id: newId });
+    });
+    if (replayed) res.set('Idempotent-Replayed', 'true');
+    const g = await this.service.get(id);
     const waitS = parsePreferWait(prefer);
     if (waitS > 0) {
       const finished = await this.service.waitForTerminal(g.id, waitS * 1000);

@@ -13,10 +13,11 @@ import {
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
 import { engineSpec } from '@flexy/engines';
-import { GenerationsRepository, type GenerationWithImages } from '@flexy/persistence';
+import { GenerationsRepository, type ApiKey, type GenerationWithImages } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { randomInt, randomUUID } from 'node:crypto';
+import { QuotaService } from '../auth/quota.service';
 import { CompletionWaiter } from './completion-waiter.service';
 import type { CreateGenerationDto } from './create-generation.dto';
 
@@ -24,12 +25,17 @@ import type { CreateGenerationDto } from './create-generation.dto';
 const JOB_ATTEMPTS = 3;
 export const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 
-/** Where a generation belongs: its origin (which sets its priority) and the run or batch it is part of. */
+/** Where a generation belongs: its origin (which sets its priority), the run or batch it is part of, who asked. */
 export interface GenerationLink {
   origin?: JobOrigin;
   sandboxRunId?: string;
   batchId?: string;
+  apiKey?: ApiKey | null;
+  /** A pre-chosen id (idempotent creates claim it before the record exists). */
+  id?: string;
 }
+
+export const newGenerationId = () => `gen_${randomUUID().replace(/-/g, '')}`;
 
 @Injectable()
 export class GenerationsService {
@@ -40,14 +46,16 @@ export class GenerationsService {
     private readonly generations: GenerationsRepository,
     private readonly waiter: CompletionWaiter,
     @Inject(REDIS) private readonly redis: Redis,
+    private readonly quota: QuotaService,
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
   async create(dto: CreateGenerationDto, link: GenerationLink = {}) {
     const origin = link.origin ?? 'interactive';
+    const apiKey = link.apiKey ?? null;
     const spec = engineSpec(dto.engine);
     const payload: GenerateJobPayload = {
-      generationId: `gen_${randomUUID().replace(/-/g, '')}`,
+      generationId: link.id ?? newGenerationId(),
       engine: dto.engine,
       prompt: dto.prompt,
       negativePrompt: dto.negative_prompt ?? null,
@@ -58,8 +66,11 @@ export class GenerationsService {
       height: dto.height ?? spec.defaults.height,
       numImages: dto.num_images ?? 1,
       origin,
+      apiKeyId: apiKey?.id ?? null,
+      webhookUrl: dto.webhook_url ?? null,
       acceptedAt: Date.now(),
     };
+    await this.quota.reserveJobs(apiKey, [payload.generationId]);
     const record = await this.generations.create({
       id: payload.generationId,
       engine: payload.engine,
@@ -74,6 +85,8 @@ export class GenerationsService {
       origin,
       sandboxRunId: link.sandboxRunId ?? null,
       batchId: link.batchId ?? null,
+      apiKeyId: payload.apiKeyId,
+      webhookUrl: payload.webhookUrl,
     });
     try {
       await this.queue.add(JobName.Generate, payload, {
@@ -86,6 +99,7 @@ export class GenerationsService {
       });
     } catch (err) {
       // The record must not claim a queued job that no queue holds.
+      await this.quota.releaseJobs(apiKey?.id ?? null, [record.id]);
       await this.generations.markFailed(record.id, { code: 'queue_unavailable', message: (err as Error).message, field: null });
       this.logger.error(`queueing ${record.id} failed: ${(err as Error).message}`);
       throw new ServiceUnavailableException('the job queue is unavailable; retry shortly');
@@ -112,6 +126,7 @@ export class GenerationsService {
       );
       if (removed) {
         await this.generations.markCancelled(id);
+        await this.quota.releaseJobs(g.apiKeyId, [id]);
         await appendGenerationEvent(this.redis, id, { type: 'cancelled' });
         return 'cancelled';
       }

@@ -2,20 +2,23 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   appendGenerationEvent,
   cancelFlagKey,
+  inflightKey,
   InvalidJobPayloadError,
   JobName,
-  type GenerationEvent,
   parseGenerateJob,
+  QueueName,
   type GenerateJobPayload,
   type GenerateJobProgress,
   type GenerateJobResult,
+  type GenerationEvent,
   type ResultMessage,
+  type WebhookJobPayload,
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
 import { engineSpec, jobDeadlineMs } from '@flexy/engines';
 import { GenerationsRepository } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import { UnrecoverableError, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, type Job } from 'bullmq';
 import type Redis from 'ioredis';
 import sharp from 'sharp';
 import { OnJob } from '../jobs/on-job.decorator';
@@ -24,9 +27,13 @@ import { WorkerLostError, type RawImage } from '../workers/worker-process';
 import { encodePng } from './png-encoder';
 
 const PREVIEW_EVERY_STEPS = 4;
+const WEBHOOK_ATTEMPTS = 5;
 
 /** Worker error codes that retrying cannot fix. */
 const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
+
+type ErrorInfo = { code: string; message: string; field: string | null };
+type Ending = { status: 'succeeded' } | { status: 'failed'; error: ErrorInfo } | { status: 'cancelled' };
 
 /**
  * Runs one generation: hands it to an idle Python worker, encodes what comes back as PNG with the
@@ -36,16 +43,15 @@ const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
 @Injectable()
 export class GenerateHandler {
   private readonly logger = new Logger(GenerateHandler.name);
+  private readonly webhooks: Queue;
 
   constructor(
     private readonly pool: WorkerPool,
     private readonly generations: GenerationsRepository,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
     @Inject(REDIS) private readonly redis: Redis,
-  ) {}
-
-  private event(id: string, event: GenerationEvent): Promise<void> {
-    return appendGenerationEvent(this.redis, id, event).catch((err) => this.logger.warn(`event for ${id}: ${err.message}`));
+  ) {
+    this.webhooks = new Queue(QueueName.Webhook, { connection: redis });
   }
 
   @OnJob(JobName.Generate)
@@ -54,22 +60,18 @@ export class GenerateHandler {
     try {
       payload = parseGenerateJob(job.data);
     } catch (err) {
-      if (err instanceof InvalidJobPayloadError) {
-        const id = typeof job.data?.generationId === 'string' ? job.data.generationId : job.id!;
-        await this.generations.markFailed(id, { code: 'bad_input', message: err.message, field: null }).catch(() => undefined);
-        throw new UnrecoverableError(err.message);
-      }
-      throw err;
+      if (!(err instanceof InvalidJobPayloadError)) throw err;
+      const id = typeof job.data?.generationId === 'string' ? job.data.generationId : job.id!;
+      await this.generations.markFailed(id, { code: 'bad_input', message: err.message, field: null }).catch(() => undefined);
+      throw new UnrecoverableError(err.message);
     }
     const id = payload.generationId;
     const existing = await this.generations.findById(id);
     if (existing && ['succeeded', 'failed', 'cancelled'].includes(existing.status)) {
-      return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images?.length ?? 0 };
+      return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images.length };
     }
-
     if (await this.redis.exists(cancelFlagKey(id))) {
-      await this.generations.markCancelled(id);
-      await this.event(id, { type: 'cancelled' });
+      await this.settle(payload, { status: 'cancelled' });
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
 
@@ -109,14 +111,10 @@ export class GenerateHandler {
       return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
     } catch (err) {
       if (err instanceof UnrecoverableError) throw err;
-      const finalAttempt = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
       const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
       this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
-      if (finalAttempt) {
-        const error = { code, message: (err as Error).message, field: null };
-        await this.generations.markFailed(id, error);
-        await this.event(id, { type: 'failed', error });
-      } else await this.generations.markQueued(id);
+      if (this.isFinalAttempt(job)) await this.settle(payload, { status: 'failed', error: { code, message: (err as Error).message, field: null } });
+      else await this.generations.markQueued(id);
       throw err;
     } finally {
       clearTimeout(deadline);
@@ -124,25 +122,21 @@ export class GenerateHandler {
     }
   }
 
-  private async record(
-    job: Job,
-    p: GenerateJobPayload,
-    result: ResultMessage,
-    raw: RawImage[],
-    queueWaitMs: number,
-  ): Promise<GenerateJobResult> {
+  private isFinalAttempt(job: Job): boolean {
+    return job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  }
+
+  private async record(job: Job, p: GenerateJobPayload, result: ResultMessage, raw: RawImage[], queueWaitMs: number): Promise<GenerateJobResult> {
     const id = p.generationId;
     if (result.status === 'cancelled') {
-      await this.generations.markCancelled(id);
-      await this.event(id, { type: 'cancelled' });
+      await this.settle(p, { status: 'cancelled' });
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
     if (result.status === 'failed') {
       const error = result.error ?? { code: 'internal' as const, message: 'worker reported failure without detail', field: null };
-      // Out-of-memory is retried (once, by the queue's attempts); input errors never are.
-      if (FINAL_CODES.has(error.code) || job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
-        await this.generations.markFailed(id, error);
-        await this.event(id, { type: 'failed', error });
+      // Out-of-memory is retried (once more, by the queue's attempts); input errors never are.
+      if (FINAL_CODES.has(error.code) || this.isFinalAttempt(job)) {
+        await this.settle(p, { status: 'failed', error });
         throw new UnrecoverableError(`${error.code}: ${error.message}`);
       }
       await this.generations.markQueued(id);
@@ -184,8 +178,39 @@ export class GenerateHandler {
       },
       images: stored,
     });
-    await this.event(id, { type: 'succeeded', image_url: `/v1/generations/${id}/image` });
+    await this.settle(p, { status: 'succeeded' });
     return { generationId: id, status: 'succeeded', imageCount: stored.length };
+  }
+
+  /** Everything that follows a terminal outcome: the record, the client's event, the key's quota slot, the webhook. */
+  private async settle(p: GenerateJobPayload, ending: Ending): Promise<void> {
+    const id = p.generationId;
+    if (ending.status === 'failed') await this.generations.markFailed(id, ending.error);
+    if (ending.status === 'cancelled') await this.generations.markCancelled(id);
+    await this.event(
+      id,
+      ending.status === 'succeeded'
+        ? { type: 'succeeded', image_url: `/v1/generations/${id}/image` }
+        : ending.status === 'failed'
+          ? { type: 'failed', error: ending.error }
+          : { type: 'cancelled' },
+    );
+    if (p.apiKeyId) await this.redis.zrem(inflightKey(p.apiKeyId), id).catch(() => undefined);
+    if (p.webhookUrl) {
+      const webhook: WebhookJobPayload = { generationId: id, url: p.webhookUrl };
+      // The job id makes a repeated settle (at-least-once delivery) enqueue the webhook only once.
+      await this.webhooks.add(JobName.DeliverWebhook, webhook, {
+        jobId: `webhook-${id}`,
+        attempts: WEBHOOK_ATTEMPTS,
+        backoff: { type: 'exponential', delay: 1000 },
+        removeOnComplete: { age: 24 * 3600 },
+        removeOnFail: { age: 7 * 24 * 3600 },
+      });
+    }
+  }
+
+  private event(id: string, event: GenerationEvent): Promise<void> {
+    return appendGenerationEvent(this.redis, id, event).catch((err) => this.logger.warn(`event for ${id}: ${err.message}`));
   }
 
   private async publishPreview(id: string, step: number, ref: { width: number; height: number }, pixels: Buffer) {

@@ -12,6 +12,7 @@ type Handler = (job: Job) => Promise<unknown>;
 /** Which queue each job name travels on; the compiler keeps this in step with JobMap. */
 const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
   [JobName.Generate]: QueueName.Generation,
+  [JobName.DeliverWebhook]: QueueName.Webhook,
 };
 
 /**
