@@ -1,6 +1,7 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
 import { HttpErrorFilter } from './common/http-error.filter';
@@ -8,7 +9,9 @@ import { createValidationPipe } from './common/validation';
 import { GatewayModule } from './gateway.module';
 
 async function bootstrap(): Promise<void> {
-  const app = await NestFactory.create(GatewayModule);
+  // Reference images arrive as base64 in JSON, so bodies may be large; sharp caps the decoded size.
+  const app = await NestFactory.create<NestExpressApplication>(GatewayModule, { bodyParser: false });
+  app.useBodyParser('json', { limit: '64mb' });
   const config = app.get<AppConfig>(APP_CONFIG);
   app.useGlobalPipes(createValidationPipe());
   app.useGlobalFilters(new HttpErrorFilter(app.getHttpAdapter()));

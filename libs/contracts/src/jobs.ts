@@ -31,6 +31,8 @@ export interface GenerateJobPayload {
   height: number;
   numImages: number;
   origin: JobOrigin;
+  /** Uploaded reference images (image-store paths of normalised PNGs), for engines that condition on them. */
+  references: string[];
   /** The API key that asked for it (its concurrent-job slot is released when the job ends). */
   apiKeyId: string | null;
   /** Notified with a signed POST when the generation ends. */

@@ -12,6 +12,7 @@ const good = {
   height: 512,
   numImages: 1,
   origin: 'interactive',
+  references: [],
   apiKeyId: null,
   webhookUrl: null,
   acceptedAt: 1,
@@ -28,6 +29,8 @@ describe('parseGenerateJob (payloads read back from Redis)', () => {
     ['seed beyond 32 bits', { seed: 2 ** 32 }, /seed/],
     ['wrong type', { steps: '20' }, /steps/],
     ['unknown origin', { origin: 'vip' }, /origin/],
+    ['references on an engine without them', { references: ['ab/x.png'] }, /references/],
+    ['a reference path that escapes the store', { engine: 'flux2_dev_4bit', negativePrompt: null, guidance: 4, references: ['../etc/passwd'] }, /references/],
   ])('refuses %s', (_n, patch, message) => {
     expect(() => parseGenerateJob({ ...good, ...patch })).toThrow(InvalidJobPayloadError);
     expect(() => parseGenerateJob({ ...good, ...patch })).toThrow(message);

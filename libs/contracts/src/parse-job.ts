@@ -24,12 +24,14 @@ export function parseGenerateJob(data: unknown): GenerateJobPayload {
   ['seed', 'steps', 'guidance', 'width', 'height', 'numImages', 'acceptedAt'].forEach(num);
   if (d.negativePrompt !== null && typeof d.negativePrompt !== 'string') problems.push('negativePrompt must be a string or null');
   if (!ORIGINS.includes(d.origin as JobOrigin)) problems.push('origin is unknown');
+  if (!Array.isArray(d.references) || d.references.some((r) => typeof r !== 'string' || r.includes('..')))
+    problems.push('references must be a list of image-store paths');
   for (const k of ['apiKeyId', 'webhookUrl']) if (d[k] !== null && typeof d[k] !== 'string') problems.push(`${k} must be a string or null`);
   if (!isEngineId(d.engine)) problems.push(`engine "${String(d.engine)}" is unknown`);
   if (problems.length) throw new InvalidJobPayloadError(problems);
   const p = d as unknown as GenerateJobPayload;
   if (!Number.isInteger(p.seed) || p.seed < 0 || p.seed > 0xffffffff) problems.push('seed must be an integer in [0, 2^32)');
-  problems.push(...engineParamErrors(engineSpec(p.engine), p).map((e) => e.message));
+  problems.push(...engineParamErrors(engineSpec(p.engine), { ...p, referenceCount: p.references.length }).map((e) => e.message));
   if (problems.length) throw new InvalidJobPayloadError(problems);
   return p;
 }

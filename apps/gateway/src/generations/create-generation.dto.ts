@@ -1,6 +1,6 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
-import { IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Max, MaxLength, Min } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, MaxLength, Min } from 'class-validator';
 import { WithinEngineLimits } from './engine-limits.validator';
 
 const MAX_SEED = 0xffffffff;
@@ -65,4 +65,17 @@ export class CreateGenerationDto {
   @IsUrl({ protocols: ['http', 'https'], require_protocol: true, require_tld: false }, { message: 'webhook_url must be an http(s) URL' })
   @MaxLength(2000)
   webhook_url?: string;
+
+  @ApiPropertyOptional({
+    type: [String],
+    maxItems: 10,
+    description: 'Reference images for engines that condition on them (flux2_dev_4bit: 1–10), as base64 data URIs of PNG, JPEG or WebP. URLs are not fetched.',
+  })
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(10)
+  @IsString({ each: true })
+  @Matches(/^data:image\/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+$/, { each: true, message: 'references must be base64 data URIs of PNG, JPEG or WebP images (URLs are not fetched)' })
+  @WithinEngineLimits('references')
+  references?: string[];
 }

@@ -15,6 +15,7 @@ export function effectiveParams(o: Record<string, unknown>) {
       width: (o.width as number | undefined) ?? d.width,
       height: (o.height as number | undefined) ?? d.height,
       numImages: (o.num_images as number | undefined) ?? 1,
+      referenceCount: Array.isArray(o.references) ? o.references.length : 0,
     },
   };
 }

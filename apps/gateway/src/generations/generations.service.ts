@@ -12,6 +12,7 @@ import {
   type JobOrigin,
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
+import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { engineSpec } from '@flexy/engines';
 import { GenerationsRepository, type ApiKey, type GenerationWithImages } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
@@ -20,6 +21,7 @@ import { randomInt, randomUUID } from 'node:crypto';
 import { QuotaService } from '../auth/quota.service';
 import { CompletionWaiter } from './completion-waiter.service';
 import type { CreateGenerationDto } from './create-generation.dto';
+import { storeReferences } from './reference-images';
 
 /** Attempts per job: the first run plus retries for worker loss or one out-of-memory. */
 const JOB_ATTEMPTS = 3;
@@ -47,15 +49,31 @@ export class GenerationsService {
     private readonly waiter: CompletionWaiter,
     @Inject(REDIS) private readonly redis: Redis,
     private readonly quota: QuotaService,
+    @Inject(IMAGE_STORE) private readonly images: ImageStore,
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
   async create(dto: CreateGenerationDto, link: GenerationLink = {}) {
-    const origin = link.origin ?? 'interactive';
-    const apiKey = link.apiKey ?? null;
+    const payload = this.payloadFor(dto, link, link.id ?? newGenerationId());
+    if (dto.references?.length) payload.references = await storeReferences(this.images, payload.generationId, dto.references);
+    await this.quota.reserveJobs(link.apiKey ?? null, [payload.generationId]);
+    const [record] = await this.enqueue([payload], link);
+    const position = await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null);
+    await appendGenerationEvent(this.redis, record.id, { type: 'queued', position }).catch(() => undefined);
+    return record;
+  }
+
+  /** Many generations in one database write and one queue round trip (batches). */
+  async createMany(dtos: CreateGenerationDto[], link: GenerationLink): Promise<string[]> {
+    const payloads = dtos.map((dto) => this.payloadFor(dto, link, newGenerationId()));
+    await this.enqueue(payloads, link);
+    return payloads.map((p) => p.generationId);
+  }
+
+  private payloadFor(dto: CreateGenerationDto, link: GenerationLink, generationId: string): GenerateJobPayload {
     const spec = engineSpec(dto.engine);
-    const payload: GenerateJobPayload = {
-      generationId: link.id ?? newGenerationId(),
+    return {
+      generationId,
       engine: dto.engine,
       prompt: dto.prompt,
       negativePrompt: dto.negative_prompt ?? null,
@@ -65,48 +83,58 @@ export class GenerationsService {
       width: dto.width ?? spec.defaults.width,
       height: dto.height ?? spec.defaults.height,
       numImages: dto.num_images ?? 1,
-      origin,
-      apiKeyId: apiKey?.id ?? null,
+      references: [],
+      origin: link.origin ?? 'interactive',
+      apiKeyId: link.apiKey?.id ?? null,
       webhookUrl: dto.webhook_url ?? null,
       acceptedAt: Date.now(),
     };
-    await this.quota.reserveJobs(apiKey, [payload.generationId]);
-    const record = await this.generations.create({
-      id: payload.generationId,
-      engine: payload.engine,
-      prompt: payload.prompt,
-      negativePrompt: payload.negativePrompt,
-      seed: payload.seed,
-      steps: payload.steps,
-      guidance: payload.guidance,
-      width: payload.width,
-      height: payload.height,
-      numImages: payload.numImages,
-      origin,
-      sandboxRunId: link.sandboxRunId ?? null,
-      batchId: link.batchId ?? null,
-      apiKeyId: payload.apiKeyId,
-      webhookUrl: payload.webhookUrl,
-    });
+  }
+
+  /** Records, then queues. If the queue refuses, the records are failed rather than left claiming a job. */
+  private async enqueue(payloads: GenerateJobPayload[], link: GenerationLink) {
+    const records = await this.generations.createMany(
+      payloads.map((p) => ({
+        id: p.generationId,
+        engine: p.engine,
+        prompt: p.prompt,
+        negativePrompt: p.negativePrompt,
+        seed: p.seed,
+        steps: p.steps,
+        guidance: p.guidance,
+        width: p.width,
+        height: p.height,
+        numImages: p.numImages,
+        origin: p.origin,
+        sandboxRunId: link.sandboxRunId ?? null,
+        batchId: link.batchId ?? null,
+        apiKeyId: p.apiKeyId,
+        webhookUrl: p.webhookUrl,
+      })),
+    );
     try {
-      await this.queue.add(JobName.Generate, payload, {
-        jobId: payload.generationId,
-        priority: ORIGIN_PRIORITY[origin],
-        attempts: JOB_ATTEMPTS,
-        backoff: { type: 'exponential', delay: 1000 },
-        removeOnComplete: { age: 3600, count: 5000 },
-        removeOnFail: { age: 7 * 24 * 3600 },
-      });
+      await this.queue.addBulk(
+        payloads.map((p) => ({
+          name: JobName.Generate,
+          data: p,
+          opts: {
+            jobId: p.generationId,
+            priority: ORIGIN_PRIORITY[p.origin],
+            attempts: JOB_ATTEMPTS,
+            backoff: { type: 'exponential', delay: 1000 },
+            removeOnComplete: { age: 3600, count: 5000 },
+            removeOnFail: { age: 7 * 24 * 3600 },
+          },
+        })),
+      );
     } catch (err) {
-      // The record must not claim a queued job that no queue holds.
-      await this.quota.releaseJobs(apiKey?.id ?? null, [record.id]);
-      await this.generations.markFailed(record.id, { code: 'queue_unavailable', message: (err as Error).message, field: null });
-      this.logger.error(`queueing ${record.id} failed: ${(err as Error).message}`);
-      throw new ServiceUnavailableException('the job queue is unavailable; retry shortly');
+      const ids = payloads.map((p) => p.generationId);
+      await this.quota.releaseJobs(link.apiKey?.id ?? null, ids);
+      for (const id of ids) await this.generations.markFailed(id, { code: 'queue_unavailable', message: (err as Error).message, field: null });
+      this.logger.error(`queueing ${ids.length} job(s) failed: ${(err as Error).message}`);
+      throw new ServiceUnavailableException({ statusCode: 503, message: 'the job queue is unavailable; retry shortly', retry_after_s: 2 });
     }
-    const position = await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null);
-    await appendGenerationEvent(this.redis, record.id, { type: 'queued', position }).catch(() => undefined);
-    return record;
+    return records;
   }
 
   /**

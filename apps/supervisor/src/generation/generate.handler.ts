@@ -11,6 +11,7 @@ import {
   type GenerateJobProgress,
   type GenerateJobResult,
   type GenerationEvent,
+  type RawImageRef,
   type ResultMessage,
   type WebhookJobPayload,
 } from '@flexy/contracts';
@@ -83,6 +84,7 @@ export class GenerateHandler {
     try {
       await this.generations.markRunning(id, worker.id);
       await this.event(id, { type: 'running', worker_id: worker.id });
+      const references = await this.loadReferences(payload.references);
       const outcome = await worker.run(
         {
           type: 'generate',
@@ -96,11 +98,11 @@ export class GenerateHandler {
           width: payload.width,
           height: payload.height,
           num_images: payload.numImages,
-          references: [],
+          references: references.map((r) => r.ref),
           // Interactive clients watch previews; queued batch work does not pay for them.
           preview_every: payload.origin === 'batch' ? 0 : PREVIEW_EVERY_STEPS,
         },
-        Buffer.alloc(0),
+        Buffer.concat(references.map((r) => r.pixels)),
         (progress, preview) => {
           const data: GenerateJobProgress = { step: progress.step, totalSteps: progress.total_steps, workerId: worker.id };
           void job.updateProgress(data as unknown as object).catch(() => undefined);
@@ -120,6 +122,16 @@ export class GenerateHandler {
       clearTimeout(deadline);
       this.pool.release(worker);
     }
+  }
+
+  /** Reference images as raw RGB for the worker (the pipe carries pixels, not encoded files). */
+  private loadReferences(paths: string[]): Promise<Array<{ ref: RawImageRef; pixels: Buffer }>> {
+    return Promise.all(
+      paths.map(async (path) => {
+        const { data, info } = await sharp(await this.images.read(path)).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+        return { ref: { width: info.width, height: info.height, channels: 3 as const, byte_length: data.length }, pixels: data };
+      }),
+    );
   }
 
   private isFinalAttempt(job: Job): boolean {
