@@ -224,6 +224,17 @@ describe('gated repositories', () => {
     expect(existsSync(join(modelsDir, 'flux2_dev_4bit'))).toBe(false);
   });
 
+  it('reads the token from the file HF_TOKEN_PATH names (a Docker secret) and pulls the gated repo', async () => {
+    const modelsDir = tempModelsDir();
+    const secret = join(modelsDir, 'hf_token');
+    writeFileSync(secret, 'hf_accepted\n');
+    const run = await runCli(['pull', 'flux1_dev'], envFor(modelsDir, { HF_TOKEN: undefined, HF_TOKEN_PATH: secret }));
+    expect(run.stderr).toBe('');
+    expect(run.code).toBe(0);
+    expect(manifestOf(modelsDir, 'flux1_dev').revision).toBe(commits.flux1_dev);
+    expect(hub.requests.filter((r) => r.path.includes('/resolve/')).every((r) => r.authorization === 'Bearer hf_accepted')).toBe(true);
+  });
+
   it('explains a token the hub does not know', async () => {
     const modelsDir = tempModelsDir();
     const run = await runCli(['pull', 'realvis_xl'], envFor(modelsDir, { HF_TOKEN: 'hf_revoked' }));

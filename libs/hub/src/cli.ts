@@ -34,6 +34,7 @@ Options:
 
 Environment:
   HF_TOKEN      hub access token, needed for gated repositories (FLUX.1-dev, FLUX.2-dev, SD3)
+  HF_TOKEN_PATH file holding the token instead (a Docker secret), read when HF_TOKEN is unset
   HF_ENDPOINT   hub address (default https://huggingface.co)
   MODELS_DIR    snapshot folder
 

@@ -107,8 +107,12 @@ export function hubUrlFrom(env: NodeJS.ProcessEnv = process.env): string {
   return (env.HF_ENDPOINT || DEFAULT_HUB_URL).replace(/\/+$/, '');
 }
 
+/** HF_TOKEN, else the file HF_TOKEN_PATH names (a Docker or compose secret), as the hub's Python client reads them. */
 export function tokenFrom(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  return env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN || undefined;
+  const direct = env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN;
+  if (direct) return direct.trim();
+  if (env.HF_TOKEN_PATH && existsSync(env.HF_TOKEN_PATH)) return readFileSync(env.HF_TOKEN_PATH, 'utf8').trim() || undefined;
+  return undefined;
 }
 
 /** fetch that remembers the hub's error headers, which the client library does not pass on. */
