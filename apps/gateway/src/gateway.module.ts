@@ -9,6 +9,8 @@ import IORedis from 'ioredis';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { IdempotencyService } from './auth/idempotency.service';
 import { QuotaService } from './auth/quota.service';
+import { BatchesController } from './batches/batches.controller';
+import { BatchesService } from './batches/batches.service';
 import { CompletionWaiter } from './generations/completion-waiter.service';
 import { GenerationEventsService } from './generations/generation-events.service';
 import { GenerationsController } from './generations/generations.controller';
@@ -31,13 +33,14 @@ redis.on('error', () => undefined); // reconnects by itself; requests meanwhile 
     BullModule.forRoot({ connection: redis }),
     BullModule.registerQueue({ name: QueueName.Generation }),
   ],
-  controllers: [GenerationsController, PromptPicsController, SandboxRunsController, EnginesController, HealthController],
+  controllers: [GenerationsController, PromptPicsController, SandboxRunsController, BatchesController, EnginesController, HealthController],
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     { provide: REDIS, useValue: redis },
     GenerationEventsService,
     SandboxService,
+    BatchesService,
     QuotaService,
     IdempotencyService,
     { provide: APP_GUARD, useClass: ApiKeyGuard },
