@@ -9,7 +9,7 @@
 
 const fs = require('node:fs');
 const path = require('node:path');
-const { randomUUID } = require('node:crypto');
+const { createHash, randomUUID } = require('node:crypto');
 
 const PRISMA_DIR = path.resolve(__dirname, '..');
 const REPO_ROOT = path.resolve(PRISMA_DIR, '..');
@@ -28,14 +28,16 @@ const NO_FILTERS = { externalTables: [], externalEnums: [] };
 
 /** @typedef {'sqlite' | 'postgresql'} Provider */
 
-function defaultDatabaseUrl() {
-  return `file:${path.join(REPO_ROOT, '.data', 'flexyface.db')}`;
+/** The embedded SQLite file in DATA_DIR (default <repo>/.data), as libs/config places it. */
+function defaultDatabaseUrl(env = process.env) {
+  const dataDir = env.DATA_DIR ? path.resolve(REPO_ROOT, env.DATA_DIR) : path.join(REPO_ROOT, '.data');
+  return `file:${path.join(dataDir, 'flexyface.db')}`;
 }
 
-/** DATABASE_URL, or the embedded SQLite file under <repo>/.data. */
+/** DATABASE_URL, or the embedded SQLite file. */
 function resolveDatabaseUrl(env = process.env) {
   const url = env.DATABASE_URL && env.DATABASE_URL.trim();
-  return url || defaultDatabaseUrl();
+  return url || defaultDatabaseUrl(env);
 }
 
 /** @param {string} url @returns {Provider} */
@@ -310,21 +312,103 @@ async function applyMigrations(url) {
   const provider = providerOf(url);
   const migrationsList = readMigrationsList(provider);
   if (migrationsList.migrationDirectories.length === 0) throw new Error(`no migrations in ${migrationsList.baseDir}`);
-  const result = await withSchemaEngine(url, async (engine) => {
-    const { appliedMigrationNames } = await engine.applyMigrations({ migrationsList, filters: NO_FILTERS });
-    const diagnosis = await engine.diagnoseMigrationHistory({ migrationsList, optInToShadowDatabase: false, filters: NO_FILTERS });
-    const history = diagnosis.history;
-    return {
-      provider,
-      applied: appliedMigrationNames,
-      // Applied migrations whose migration.sql was edited afterwards.
-      edited: diagnosis.editedMigrationNames,
-      // Applied to the database but absent from this checkout (the database is newer than the code).
-      unknown: history && 'unpersistedMigrationNames' in history ? history.unpersistedMigrationNames : [],
-    };
-  });
+
+  // Nothing pending is the usual case at start-up. Deciding it from the bookkeeping table spares
+  // loading the engine, and on SQLite the engine's exclusive lock, which would wait for every
+  // other process that has the file open.
+  const recorded = await readMigrationBookkeeping(url);
+  if (recorded && !recorded.some((row) => row.failed)) {
+    const applied = new Map(recorded.map((row) => [row.name, row.checksum]));
+    const onDisk = migrationsList.migrationDirectories;
+    if (onDisk.every((dir) => applied.has(dir.path))) {
+      return {
+        provider,
+        applied: [],
+        edited: onDisk
+          .filter((dir) => dir.migrationFile.content.tag !== 'ok' || !checksumMatches(dir.migrationFile.content.value, applied.get(dir.path)))
+          .map((dir) => dir.path),
+        unknown: [...applied.keys()].filter((name) => !onDisk.some((dir) => dir.path === name)),
+      };
+    }
+  }
+
+  let result;
+  try {
+    result = await withSchemaEngine(url, async (engine) => {
+      const { appliedMigrationNames } = await engine.applyMigrations({ migrationsList, filters: NO_FILTERS });
+      const diagnosis = await engine.diagnoseMigrationHistory({ migrationsList, optInToShadowDatabase: false, filters: NO_FILTERS });
+      const history = diagnosis.history;
+      return {
+        provider,
+        applied: appliedMigrationNames,
+        // Applied migrations whose migration.sql was edited afterwards.
+        edited: diagnosis.editedMigrationNames,
+        // Applied to the database but absent from this checkout (the database is newer than the code).
+        unknown: history && 'unpersistedMigrationNames' in history ? history.unpersistedMigrationNames : [],
+      };
+    });
+  } catch (error) {
+    const message = String(/** @type {Error} */ (error).message);
+    if (provider === 'sqlite' && /SocketTimeout|SQLITE_BUSY|database is locked/i.test(message)) {
+      throw new Error(
+        `${sqliteFilePath(url)} is in use by another process. Pending migrations need the file to themselves: ` +
+          `stop the gateway and supervisors, run npm run db:migrate, then start them again.\n${message}`,
+      );
+    }
+    throw error;
+  }
   if (provider === 'sqlite') enableWal(sqliteFilePath(url));
   return result;
+}
+
+/**
+ * The rows of `_prisma_migrations` that count: finished and not rolled back, plus whether any
+ * migration failed half-way. null when there is no such table (or no database file) yet.
+ * @param {string} url
+ * @returns {Promise<Array<{ name: string, checksum: string, failed: boolean }> | null>}
+ */
+async function readMigrationBookkeeping(url) {
+  const sql = 'SELECT migration_name, checksum, finished_at IS NOT NULL AS finished, rolled_back_at IS NOT NULL AS rolled_back FROM _prisma_migrations';
+  /** @type {unknown[][]} */
+  let rows;
+  if (providerOf(url) === 'sqlite') {
+    const file = sqliteFilePath(url);
+    if (file === ':memory:' || !fs.existsSync(file)) return null;
+    const Database = require('better-sqlite3');
+    const db = new Database(file, { readonly: true, timeout: SQLITE_BUSY_TIMEOUT_MS });
+    try {
+      const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_prisma_migrations'").get();
+      if (!exists) return null;
+      rows = db.prepare(sql).raw().all();
+    } finally {
+      db.close();
+    }
+  } else {
+    const { PrismaPg } = require('@prisma/adapter-pg');
+    const adapter = await new PrismaPg({ connectionString: url }).connect();
+    try {
+      const table = await adapter.queryRaw({ sql: "SELECT to_regclass('_prisma_migrations') IS NOT NULL", args: [], argTypes: [] });
+      if (!table.rows[0]?.[0]) return null;
+      rows = (await adapter.queryRaw({ sql, args: [], argTypes: [] })).rows;
+    } finally {
+      await adapter.dispose();
+    }
+  }
+  return rows
+    .filter((row) => !truthy(row[3]))
+    .map((row) => ({ name: String(row[0]), checksum: String(row[1]), failed: !truthy(row[2]) }));
+}
+
+/** SQLite gives 0/1, PostgreSQL booleans. @param {unknown} value */
+function truthy(value) {
+  return value === true || value === 1 || value === 1n;
+}
+
+/** As the engine checks it: SHA-256 of the script, accepting either line ending. @param {string} script @param {string | undefined} checksum */
+function checksumMatches(script, checksum) {
+  const sha = (/** @type {string} */ text) => createHash('sha256').update(text).digest('hex');
+  const lf = script.replace(/\r\n/g, '\n');
+  return [script, lf, lf.replace(/\n/g, '\r\n')].some((variant) => sha(variant) === checksum);
 }
 
 /** WAL lets readers and one writer from several processes share the file; the mode persists in it. */

@@ -1,0 +1,267 @@
+import { Injectable } from '@nestjs/common';
+import type { Generation, GenerationImage, GenerationOrigin, GenerationStatus, WeightsKind } from './generated/sqlite/client';
+import { Prisma } from './generated/sqlite/client';
+import { PrismaService, type DatabaseClient } from './prisma.service';
+
+export type GenerationWithImages = Generation & { images: GenerationImage[] };
+
+export interface CreateGenerationInput {
+  /** Also the BullMQ job id. */
+  id: string;
+  engine: string;
+  prompt: string;
+  negativePrompt?: string | null;
+  /** 0 … 2^32-1. */
+  seed: number | bigint;
+  steps: number;
+  guidance: number;
+  width: number;
+  height: number;
+  numImages: number;
+  origin?: GenerationOrigin;
+  sandboxRunId?: string | null;
+  batchId?: string | null;
+  apiKeyId?: string | null;
+  webhookUrl?: string | null;
+}
+
+/** Stage timings in milliseconds; fractions are rounded, missing stages stay null. */
+export interface GenerationTimings {
+  queueWaitMs?: number | null;
+  loadMs?: number | null;
+  textEncodeMs?: number | null;
+  denoiseMs?: number | null;
+  decodeMs?: number | null;
+  encodeStoreMs?: number | null;
+  totalMs?: number | null;
+}
+
+export interface GenerationImageInput {
+  index: number;
+  path: string;
+  format: string;
+  width: number;
+  height: number;
+  bytes: number;
+  sha256: string;
+}
+
+export interface GenerationSuccess {
+  timings: GenerationTimings;
+  weights: WeightsKind;
+  modelRevision?: string | null;
+  images: GenerationImageInput[];
+}
+
+export interface GenerationFailure {
+  code: string;
+  message: string;
+  /** The request field at fault, for input errors. */
+  field?: string | null;
+}
+
+/**
+ * What a status change did: `updated`; `unchanged` because the record is already terminal
+ * (succeeded, failed, cancelled), which is the normal outcome of a repeated delivery; or
+ * `not-found`.
+ */
+export type TransitionOutcome = 'updated' | 'unchanged' | 'not-found';
+
+export interface ListGenerationsQuery {
+  status?: GenerationStatus;
+  engine?: string;
+  apiKeyId?: string;
+  /** `nextCursor` of the previous page. */
+  cursor?: string | null;
+  /** 1 … 100, default 20. */
+  limit?: number;
+}
+
+export interface GenerationPage {
+  /** Newest first. */
+  items: GenerationWithImages[];
+  /** Pass back as `cursor` for the next page; null on the last page. */
+  nextCursor: string | null;
+}
+
+const ACTIVE: GenerationStatus[] = ['queued', 'running'];
+const MAX_SEED = 0xffffffff;
+export const MAX_PAGE_SIZE = 100;
+const DEFAULT_PAGE_SIZE = 20;
+const withImages = { images: { orderBy: { index: 'asc' } } } satisfies Prisma.GenerationInclude;
+
+export class InvalidCursorError extends Error {
+  constructor() {
+    super('invalid pagination cursor');
+  }
+}
+
+/**
+ * Generation records. Every result write is keyed by the generation (job) id and only moves a
+ * record out of queued/running, so at-least-once job delivery cannot duplicate or overwrite a
+ * finished result.
+ */
+@Injectable()
+export class GenerationsRepository {
+  private readonly db: DatabaseClient;
+
+  constructor(prisma: PrismaService) {
+    this.db = prisma.client;
+  }
+
+  /** Records a new request with status `queued`. */
+  async create(input: CreateGenerationInput): Promise<GenerationWithImages> {
+    const seed = BigInt(input.seed);
+    if (seed < 0n || seed > BigInt(MAX_SEED)) throw new RangeError(`seed must be within 0…${MAX_SEED}, got ${seed}`);
+    return this.db.generation.create({
+      data: {
+        id: input.id,
+        status: 'queued',
+        engine: input.engine,
+        prompt: input.prompt,
+        negativePrompt: input.negativePrompt ?? null,
+        seed,
+        steps: input.steps,
+        guidance: input.guidance,
+        width: input.width,
+        height: input.height,
+        numImages: input.numImages,
+        origin: input.origin ?? 'interactive',
+        sandboxRunId: input.sandboxRunId ?? null,
+        batchId: input.batchId ?? null,
+        apiKeyId: input.apiKeyId ?? null,
+        webhookUrl: input.webhookUrl ?? null,
+      },
+      include: withImages,
+    });
+  }
+
+  findById(id: string): Promise<GenerationWithImages | null> {
+    return this.db.generation.findUnique({ where: { id }, include: withImages });
+  }
+
+  /** A worker took the job: counts the attempt. Also valid for a re-delivered running job. */
+  markRunning(id: string, workerId: string): Promise<TransitionOutcome> {
+    return this.transition(this.db, id, {
+      status: 'running',
+      workerId,
+      startedAt: new Date(),
+      attempts: { increment: 1 },
+    });
+  }
+
+  /** Back in the queue for a retry (worker lost, out of memory); never undoes a terminal state. */
+  markQueued(id: string): Promise<TransitionOutcome> {
+    return this.transition(this.db, id, { status: 'queued', workerId: null });
+  }
+
+  /**
+   * Stores the result and its images in one transaction. A repeated call for the same id finds
+   * the record terminal and changes nothing: no second record, no second set of images.
+   */
+  async markSucceeded(id: string, result: GenerationSuccess): Promise<TransitionOutcome> {
+    const t = result.timings;
+    return this.db.$transaction(async (tx) => {
+      // The conditional update comes first: it takes the write lock (SQLite) or the row lock
+      // (PostgreSQL), so concurrent calls serialise here and only one sees status active.
+      const outcome = await this.transition(tx, id, {
+        status: 'succeeded',
+        finishedAt: new Date(),
+        weights: result.weights,
+        modelRevision: result.modelRevision ?? null,
+        queueWaitMs: ms(t.queueWaitMs),
+        loadMs: ms(t.loadMs),
+        textEncodeMs: ms(t.textEncodeMs),
+        denoiseMs: ms(t.denoiseMs),
+        decodeMs: ms(t.decodeMs),
+        encodeStoreMs: ms(t.encodeStoreMs),
+        totalMs: ms(t.totalMs),
+        errorCode: null,
+        errorMessage: null,
+        errorField: null,
+      });
+      if (outcome === 'updated' && result.images.length > 0) {
+        await tx.generationImage.createMany({
+          data: result.images.map((image) => ({
+            generationId: id,
+            index: image.index,
+            path: image.path,
+            format: image.format,
+            width: image.width,
+            height: image.height,
+            bytes: image.bytes,
+            sha256: image.sha256,
+          })),
+        });
+      }
+      return outcome;
+    });
+  }
+
+  markFailed(id: string, error: GenerationFailure): Promise<TransitionOutcome> {
+    return this.transition(this.db, id, {
+      status: 'failed',
+      finishedAt: new Date(),
+      errorCode: error.code,
+      errorMessage: error.message,
+      errorField: error.field ?? null,
+    });
+  }
+
+  markCancelled(id: string): Promise<TransitionOutcome> {
+    return this.transition(this.db, id, { status: 'cancelled', finishedAt: new Date() });
+  }
+
+  /** Newest first, filtered, paginated by an opaque keyset cursor (stable under inserts). */
+  async list(query: ListGenerationsQuery = {}): Promise<GenerationPage> {
+    const limit = Math.min(Math.max(Math.trunc(query.limit ?? DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE);
+    const where: Prisma.GenerationWhereInput = {
+      status: query.status,
+      engine: query.engine,
+      apiKeyId: query.apiKeyId,
+    };
+    if (query.cursor) {
+      const after = decodeCursor(query.cursor);
+      where.OR = [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }];
+    }
+    const rows = await this.db.generation.findMany({
+      where,
+      orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],
+      take: limit + 1,
+      include: withImages,
+    });
+    const items = rows.slice(0, limit);
+    const last = items[items.length - 1];
+    return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
+  }
+
+  /** Applies `data` only while the record is queued or running. */
+  private async transition(
+    db: Pick<DatabaseClient, 'generation'>,
+    id: string,
+    data: Prisma.GenerationUpdateManyMutationInput,
+  ): Promise<TransitionOutcome> {
+    const { count } = await db.generation.updateMany({ where: { id, status: { in: ACTIVE } }, data });
+    if (count === 1) return 'updated';
+    const exists = await db.generation.count({ where: { id } });
+    return exists ? 'unchanged' : 'not-found';
+  }
+}
+
+function ms(value: number | null | undefined): number | null {
+  return value === null || value === undefined || !Number.isFinite(value) ? null : Math.round(value);
+}
+
+function encodeCursor(row: Pick<Generation, 'createdAt' | 'id'>): string {
+  return Buffer.from(JSON.stringify([row.createdAt.getTime(), row.id])).toString('base64url');
+}
+
+function decodeCursor(cursor: string): { createdAt: Date; id: string } {
+  try {
+    const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    if (typeof time === 'number' && Number.isFinite(time) && typeof id === 'string') return { createdAt: new Date(time), id };
+  } catch {
+    // Falls through to the error below.
+  }
+  throw new InvalidCursorError();
+}

@@ -1,0 +1,35 @@
+export { PersistenceModule } from './persistence.module';
+export {
+  PrismaService,
+  PERSISTENCE_OPTIONS,
+  createDatabaseClient,
+  configureSqlite,
+  type DatabaseClient,
+  type PersistenceOptions,
+} from './prisma.service';
+export {
+  GenerationsRepository,
+  InvalidCursorError,
+  MAX_PAGE_SIZE,
+  type CreateGenerationInput,
+  type GenerationFailure,
+  type GenerationImageInput,
+  type GenerationPage,
+  type GenerationSuccess,
+  type GenerationTimings,
+  type GenerationWithImages,
+  type ListGenerationsQuery,
+  type TransitionOutcome,
+} from './generations.repository';
+export { applyMigrations, schemaDrift, pendingSchemaChanges, type MigrationReport } from './migrations';
+export { resolveDatabaseUrl, databaseProvider, type DatabaseProvider } from './database-tools';
+export { ApiKeyRole, GenerationOrigin, GenerationStatus, RunStatus, WeightsKind } from './generated/sqlite/enums';
+export type {
+  ApiKey,
+  Batch,
+  Generation,
+  GenerationImage,
+  IdempotencyRecord,
+  SandboxRun,
+  WebhookDelivery,
+} from './generated/sqlite/client';
