@@ -3,6 +3,8 @@
  * interruption, corruption caught, gated repos explained, pinned revisions honoured.
  */
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { existsSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, truncateSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { ENGINE_CATALOG, ENGINE_IDS } from '@flexy/engines';
@@ -187,6 +189,19 @@ describe('pull', () => {
     expect(manifestOf(modelsDir, 'flux2_dev_4bit').files.map((f: { path: string }) => f.path)).toEqual(
       expect.arrayContaining(['processor/preprocessor_config.json', 'text_encoder/generation_config.json']),
     );
+  });
+
+  it('says so plainly when the hub does not answer', async () => {
+    const modelsDir = tempModelsDir();
+    // A port that was just free: nothing listens there.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const run = await runCli(['pull', 'realvis_xl'], envFor(modelsDir, { HF_ENDPOINT: `http://127.0.0.1:${port}` }));
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain(`realvis_xl: Cannot reach the hub at http://127.0.0.1:${port} (ECONNREFUSED)`);
+    expect(existsSync(join(modelsDir, 'realvis_xl'))).toBe(false);
   });
 
   it('refuses to run where the hub is off limits (HF_HUB_OFFLINE=1)', async () => {

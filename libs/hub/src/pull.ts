@@ -156,7 +156,9 @@ export async function remotePlan(spec: EngineSpec, options: HubOptions & { revis
   const requested = options.revision ?? spec.revision;
   const cred = credentials(options.token);
   const explain = (error: unknown) =>
-    explainHubError(error, spec, { hubUrl, tokenSet: !!options.token, revision: requested, note: hub.last }) ?? error;
+    explainHubError(error, spec, { hubUrl, tokenSet: !!options.token, revision: requested, note: hub.last }) ??
+    unreachable(error, hubUrl) ??
+    error;
 
   let revision: string;
   try {
@@ -200,6 +202,16 @@ export async function remotePlan(spec: EngineSpec, options: HubOptions & { revis
 
 /** Code-point order: the same manifest on every machine, whatever its locale. */
 const byPath = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** A hub that does not answer at all (DNS, refused connection, TLS) gets one clear sentence. */
+function unreachable(error: unknown, hubUrl: string): PullError | null {
+  if (!(error instanceof TypeError) || !/fetch failed/i.test(error.message)) return null;
+  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+  return new PullError(
+    `Cannot reach the hub at ${hubUrl} (${cause?.code ?? cause?.message ?? error.message}). Check the network, or HF_ENDPOINT.`,
+    'network',
+  );
+}
 
 function gitBlobSha1(content: Buffer): string {
   return createHash('sha1').update(`blob ${content.length}\0`).update(content).digest('hex');
@@ -281,7 +293,7 @@ export async function pullEngine(spec: EngineSpec, options: PullOptions): Promis
   try {
     await fileDownloadInfo({ repo: spec.hubRepo, path: plan.files[0].path, revision: plan.revision, hubUrl, fetch: hub.fetch, ...credentials(options.token) });
   } catch (error) {
-    throw explainHubError(error, spec, { hubUrl, tokenSet: !!options.token, revision: plan.revision, note: hub.last }) ?? error;
+    throw explainHubError(error, spec, { hubUrl, tokenSet: !!options.token, revision: plan.revision, note: hub.last }) ?? unreachable(error, hubUrl) ?? error;
   }
   reporter.plan?.(spec.id, plan);
 
