@@ -276,6 +276,11 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
 export { fixCommandFor };
 
 if (require.main === module) {
+  // `npm run models -- list | head` closes the pipe early; that is not an error.
+  process.stdout.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code === 'EPIPE') process.exit(0);
+    throw error;
+  });
   process.on('SIGINT', () => {
     process.stderr.write('\nInterrupted: finished files and the partial one stay on disk; run the same command again to resume.\n');
     process.exit(130);
