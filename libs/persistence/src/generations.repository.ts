@@ -111,29 +111,14 @@ export class GenerationsRepository {
 
   /** Records a new request with status `queued`. */
   async create(input: CreateGenerationInput): Promise<GenerationWithImages> {
-    const seed = BigInt(input.seed);
-    if (seed < 0n || seed > BigInt(MAX_SEED)) throw new RangeError(`seed must be within 0…${MAX_SEED}, got ${seed}`);
-    return this.db.generation.create({
-      data: {
-        id: input.id,
-        status: 'queued',
-        engine: input.engine,
-        prompt: input.prompt,
-        negativePrompt: input.negativePrompt ?? null,
-        seed,
-        steps: input.steps,
-        guidance: input.guidance,
-        width: input.width,
-        height: input.height,
-        numImages: input.numImages,
-        origin: input.origin ?? 'interactive',
-        sandboxRunId: input.sandboxRunId ?? null,
-        batchId: input.batchId ?? null,
-        apiKeyId: input.apiKeyId ?? null,
-        webhookUrl: input.webhookUrl ?? null,
-      },
-      include: withImages,
-    });
+    return this.db.generation.create({ data: toRow(input), include: withImages });
+  }
+
+  /** Records many requests in one statement (batches); none has images yet. */
+  async createMany(inputs: CreateGenerationInput[]): Promise<GenerationWithImages[]> {
+    if (inputs.length === 1) return [await this.create(inputs[0])];
+    const rows = await this.db.generation.createManyAndReturn({ data: inputs.map(toRow) });
+    return rows.map((row) => ({ ...row, images: [] }));
   }
 
   findById(id: string): Promise<GenerationWithImages | null> {
@@ -161,7 +146,7 @@ export class GenerationsRepository {
    */
   async markSucceeded(id: string, result: GenerationSuccess): Promise<TransitionOutcome> {
     const t = result.timings;
-    return this.db.$transaction(async (tx) => {
+    const store = async (tx: Prisma.TransactionClient): Promise<TransitionOutcome> => {
       // The conditional update comes first: it takes the write lock (SQLite) or the row lock
       // (PostgreSQL), so concurrent calls serialise here and only one sees status active.
       const outcome = await this.transition(tx, id, {
@@ -195,7 +180,9 @@ export class GenerationsRepository {
         });
       }
       return outcome;
-    });
+    };
+    // Room for SQLite's busy wait when another process holds the write lock.
+    return this.db.$transaction(store, { maxWait: 10_000, timeout: 15_000 });
   }
 
   markFailed(id: string, error: GenerationFailure): Promise<TransitionOutcome> {
@@ -264,4 +251,31 @@ function decodeCursor(cursor: string): { createdAt: Date; id: string } {
     // Falls through to the error below.
   }
   throw new InvalidCursorError();
+}
+
+function checkedSeed(value: number | bigint): bigint {
+  const seed = BigInt(value);
+  if (seed < 0n || seed > BigInt(MAX_SEED)) throw new RangeError(`seed must be within 0…${MAX_SEED}, got ${seed}`);
+  return seed;
+}
+
+function toRow(input: CreateGenerationInput): Prisma.GenerationUncheckedCreateInput {
+  return {
+    id: input.id,
+    status: 'queued' as const,
+    engine: input.engine,
+    prompt: input.prompt,
+    negativePrompt: input.negativePrompt ?? null,
+    seed: checkedSeed(input.seed),
+    steps: input.steps,
+    guidance: input.guidance,
+    width: input.width,
+    height: input.height,
+    numImages: input.numImages,
+    origin: input.origin ?? 'interactive',
+    sandboxRunId: input.sandboxRunId ?? null,
+    batchId: input.batchId ?? null,
+    apiKeyId: input.apiKeyId ?? null,
+    webhookUrl: input.webhookUrl ?? null,
+  };
 }
