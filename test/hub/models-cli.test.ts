@@ -417,7 +417,7 @@ describe('pinned revisions', () => {
     expect(resolves.every((r) => r.path.includes(`/resolve/${a}/`))).toBe(true);
   });
 
-  it('pulls a given 40-hex revision exactly while the branch points elsewhere, and --force moves to the branch head', async () => {
+  it('pulls a given 40-hex revision exactly while the branch points elsewhere, and moves to the branch head only when asked', async () => {
     const modelsDir = tempModelsDir();
     const a = commits.realvis_xl;
     const b = hub.commit(REALVIS.hubRepo, { 'unet/config.json': '{"v":2}', 'text_encoder/model.fp16.safetensors': null }, { base: a });
@@ -434,7 +434,8 @@ describe('pinned revisions', () => {
     expect(plain.stdout).toContain('already verified');
     expect(manifestOf(modelsDir, 'realvis_xl').revision).toBe(a);
 
-    const moved = await runCli(['pull', 'realvis_xl', '--force'], envFor(modelsDir));
+    // Following the branch is asked for explicitly, whatever the catalog pins.
+    const moved = await runCli(['pull', 'realvis_xl', '--revision', 'main', '--force'], envFor(modelsDir));
     expect(moved.code).toBe(0);
     const manifest = manifestOf(modelsDir, 'realvis_xl');
     expect(manifest.revision).toBe(b);

@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { ENGINE_CATALOG, type EngineSpec } from '@flexy/engines';
 import { snapshotState, verifySnapshot } from './snapshot';
 
-const spec = ENGINE_CATALOG.realvis_xl;
+// A branch in the catalog accepts the snapshot's commit, whatever the catalog pins today.
+const spec: EngineSpec = { ...ENGINE_CATALOG.realvis_xl, revision: 'main' };
 const sha = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
 const COMMIT = 'a'.repeat(40);
 
