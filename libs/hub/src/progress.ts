@@ -90,7 +90,7 @@ export class ProgressReporter implements PullReporter {
   fileDone(engine: string, file: PlannedFile, outcome: FileOutcome): void {
     const e = this.engines.get(engine);
     e?.active.delete(file.path);
-    const how = outcome === 'kept' ? 'kept (already on disk, hash checked)' : outcome === 'resumed' ? 'resumed and verified' : 'verified';
+    const how = outcome === 'kept' ? 'kept (already on disk and matching)' : outcome === 'resumed' ? 'resumed and verified' : 'verified';
     this.line(`${engine}: ${outcome === 'kept' ? 'kept' : 'done'} ${file.path} (${formatBytes(file.size)}) ${how}`);
   }
 
