@@ -1,0 +1,1 @@
+"""FlexyFace GPU worker."""

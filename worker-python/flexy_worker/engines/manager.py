@@ -1,0 +1,517 @@
+"""The engine manager: validates a request against the catalog, makes its engine resident and runs
+the engine's real diffusers pipeline from the local snapshot.
+
+The worker loop calls, from its one GPU thread:
+
+    manager = EngineManager(catalog, models_dir, device, dtype, budget_bytes, text_encoder_mode)
+    manager.available()                                   # snapshots present, demo or hub
+    manager.load(engine)                                  # preload
+    manager.generate(request, on_step, should_cancel)     # -> GenerateOutput
+    manager.unload(engine | None)
+    manager.residency()                                   # ResidencyReport of protocol.ts
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+
+from ..catalog import Catalog, EngineSpec
+from ..errors import (
+    BadInput,
+    EngineUnavailable,
+    JobCancelled,
+    OutOfMemory,
+    WorkerError,
+    classify_exception,
+)
+from ..residency import ResidencyManager, content_key, weight_files
+from .adapters import LOCAL, REMOTE, PipelineAdapter, adapter_for, embeds_shape_tail
+from .base import GenerateOutput, GenerateRequest, StepEvent
+
+log = logging.getLogger(__name__)
+
+DEMO_MARKER_FILE = "flexyface-demo.json"  # written by demo_snapshots.py
+HUB_MANIFEST_FILE = "flexyface-manifest.json"  # written by the models CLI (libs/hub)
+PREVIEW_MAX_SIDE = 64
+MAX_REFERENCE_PIXELS = 16 * 1024 * 1024
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts [0, 2**64)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedEngine:
+    spec: EngineSpec
+    path: Path
+    pipeline: Any
+    adapter: PipelineAdapter
+    weights: str
+    revision: str
+    variant: str | None
+    text_encoder_source: str
+
+
+def snapshot_identity(path: Path, spec: EngineSpec) -> tuple[str, str]:
+    """("demo" | "hub", revision) of the snapshot at path."""
+    marker = path / DEMO_MARKER_FILE
+    if marker.exists():
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return "demo", str(data.get("revision", "demo"))
+    manifest = path / HUB_MANIFEST_FILE
+    if manifest.exists():
+        try:
+            return "hub", str(json.loads(manifest.read_text(encoding="utf-8"))["revision"])
+        except (ValueError, KeyError):
+            log.warning("unreadable %s; reporting the catalog revision", manifest)
+    return "hub", spec.revision
+
+
+def _manifest_digests(path: Path) -> dict[Path, tuple[int, str]]:
+    """File digests the models CLI recorded, so multi-GB weights need not be hashed again."""
+    manifest = path / HUB_MANIFEST_FILE
+    if not manifest.exists():
+        return {}
+    try:
+        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        return {path / f["path"]: (int(f["size"]), str(f["sha256"])) for f in files}
+    except (ValueError, KeyError, TypeError):
+        return {}
+
+
+def snapshot_variant(path: Path, model_index: dict[str, Any]) -> str | None:
+    """'fp16' when the snapshot holds only *.fp16.safetensors weights (RealVisXL's download set)."""
+    for name in _component_names(model_index):
+        files = list((path / name).glob("*.safetensors"))
+        if files and all(".fp16." in f.name or ".fp16-" in f.name for f in files):
+            return "fp16"
+    return None
+
+
+def _component_names(model_index: dict[str, Any]) -> list[str]:
+    return [
+        name
+        for name, value in model_index.items()
+        if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0]
+    ]
+
+
+def _component_class(model_index: dict[str, Any], name: str) -> type | None:
+    library, class_name = model_index[name]
+    try:
+        return getattr(importlib.import_module(library), class_name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def latent_preview(latents: torch.Tensor, height: int, width: int, patch_pixels: int) -> np.ndarray | None:
+    """A small RGB picture of the first image's latents: a fixed linear projection of the latent
+    channels to RGB (no VAE), so a preview costs microseconds. patch_pixels is the image size of
+    one latent token of packed (B, tokens, C) latents; (B, C, h, w) latents carry their own grid."""
+    first = latents[0].detach().float()
+    if first.ndim == 2:  # packed: tokens in row-major order over the latent grid
+        rows, cols = height // patch_pixels, width // patch_pixels
+        if rows * cols != first.shape[0]:
+            return None
+        grid = first.reshape(rows, cols, -1).permute(2, 0, 1)
+    elif first.ndim == 3:
+        grid = first
+    else:
+        return None
+    channels = grid.shape[0]
+    projection = torch.randn(channels, 3, generator=torch.Generator().manual_seed(channels)) / math.sqrt(channels)
+    flat = grid.reshape(channels, -1)
+    flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + 1e-6)
+    rgb = (projection.T @ flat).reshape(3, *grid.shape[1:])
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(rgb.shape[1:]))
+    size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
+    rgb = torch.nn.functional.adaptive_avg_pool2d(rgb[None], size)[0]
+    pixels = ((torch.tanh(rgb) * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 0).contiguous().numpy()
+
+
+def to_rgb8(images: np.ndarray) -> list[np.ndarray]:
+    """Pipeline output (B, H, W, 3) floats in [0, 1] to uint8 frames, rounded as diffusers does."""
+    return [np.ascontiguousarray((np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)) for image in images]
+
+
+class EngineManager:
+    def __init__(
+        self,
+        catalog: Catalog,
+        models_dir: str | os.PathLike[str],
+        device: str | torch.device,
+        dtype: torch.dtype | str,
+        budget_bytes: int,
+        text_encoder_mode: str = "auto",
+        *,
+        remote_url: str | None = None,
+        remote_token: str | None = None,
+        remote_timeout_s: float = 60.0,
+    ):
+        self.catalog = catalog
+        self.models_dir = Path(models_dir)
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        self.text_encoder_mode = text_encoder_mode
+        self.remote_url = remote_url or os.environ.get("FLEXY_TEXT_ENCODER_URL")
+        self.remote_token = remote_token if remote_token is not None else os.environ.get("HF_TOKEN")
+        self.remote_timeout_s = remote_timeout_s
+        self.residency_manager = ResidencyManager(self.device, budget_bytes)
+        self._loaded: dict[str, LoadedEngine] = {}
+        self._inject_oom = 0
+
+    # ---- what is here -------------------------------------------------------------------------
+
+    def snapshot_path(self, engine: str) -> Path:
+        return self.models_dir / self.catalog[engine].local_dir
+
+    def available(self) -> list[dict[str, str]]:
+        found = []
+        for spec in self.catalog:
+            path = self.models_dir / spec.local_dir
+            if (path / "model_index.json").exists():
+                weights, revision = snapshot_identity(path, spec)
+                found.append({"engine": spec.id, "weights": weights, "revision": revision})
+        return found
+
+    def loaded(self, engine: str) -> LoadedEngine | None:
+        return self._loaded.get(engine)
+
+    def residency(self) -> dict:
+        return self.residency_manager.report()
+
+    # ---- loading ------------------------------------------------------------------------------
+
+    def load(self, engine: str) -> float:
+        """Make engine resident on the device (loading it first if needed); returns ms spent."""
+        if engine not in self.catalog:
+            raise BadInput(f"unknown engine {engine!r}", field="engine")
+        started = time.perf_counter()
+        loaded = self._loaded.get(engine)
+        if loaded is None:
+            self._load(engine)
+        else:
+            swap_ms = self.residency_manager.activate(engine)
+            if swap_ms:
+                self.residency_manager.last_swap_ms = swap_ms
+        return (time.perf_counter() - started) * 1000
+
+    def _load(self, engine: str) -> LoadedEngine:
+        import diffusers
+
+        started = time.perf_counter()
+        spec = self.catalog[engine]
+        path = self.models_dir / spec.local_dir
+        index_file = path / "model_index.json"
+        if not index_file.exists():
+            raise EngineUnavailable(
+                f"no snapshot of {engine} at {path}: pull it with the models CLI or build demo snapshots"
+            )
+        model_index = json.loads(index_file.read_text(encoding="utf-8"))
+        pipeline_class = getattr(diffusers, spec.pipeline_class, None)
+        if pipeline_class is None or model_index.get("_class_name") != spec.pipeline_class:
+            raise EngineUnavailable(
+                f"{path} holds a {model_index.get('_class_name')} snapshot; the catalog expects {spec.pipeline_class}"
+            )
+        adapter = adapter_for(spec)
+        source = adapter.text_encoder_source(self)
+        variant = snapshot_variant(path, model_index)
+        digests = _manifest_digests(path)
+
+        overrides: dict[str, Any] = dict(adapter.load_overrides(source))
+        keys: dict[str, str | None] = {}
+        new_bytes = 0
+        for name in _component_names(model_index):
+            folder = path / name
+            if name in overrides or not weight_files(folder, variant):
+                continue
+            keys[name] = content_key(folder, variant, digests)
+            component_class = _component_class(model_index, name)
+            shared = self.residency_manager.shareable(keys[name], component_class) if component_class else None
+            if shared is not None:
+                overrides[name] = shared
+            elif not self.residency_manager.known(keys[name]):
+                new_bytes += sum(f.stat().st_size for f in weight_files(folder, variant))
+        # Room before loading: quantized checkpoints land on the device during from_pretrained.
+        self.residency_manager.reserve(new_bytes)
+        try:
+            pipeline = pipeline_class.from_pretrained(
+                str(path), local_files_only=True, dtype=self.dtype, variant=variant, **overrides
+            )
+        except Exception as exc:
+            raise self._load_failure(engine, exc) from None
+        pipeline.set_progress_bar_config(disable=True)
+        weights, revision = snapshot_identity(path, spec)
+        loaded = LoadedEngine(spec, path, pipeline, adapter, weights, revision, variant, source)
+        self._loaded[engine] = loaded
+        for name, component in pipeline.components.items():
+            if isinstance(component, torch.nn.Module):
+                component.eval()
+                self.residency_manager.attach(engine, name, component, keys.get(name))
+        try:
+            self.residency_manager.activate(engine)
+        except Exception as exc:
+            self.unload(engine)
+            raise self._load_failure(engine, exc) from None
+        self.residency_manager.last_load_ms = (time.perf_counter() - started) * 1000
+        log.info(
+            "loaded %s (%s weights, %s) in %.0f ms; text encoder %s",
+            engine, weights, revision, self.residency_manager.last_load_ms, source,
+        )  # fmt: skip
+        return loaded
+
+    @staticmethod
+    def _load_failure(engine: str, exc: BaseException) -> WorkerError:
+        classified = classify_exception(exc)
+        if classified.code == "internal":
+            return EngineUnavailable(f"could not load {engine}: {classified.message}")
+        return classified
+
+    def attach_local_text_encoder(self, loaded: LoadedEngine) -> None:
+        """Load the snapshot's own text encoder into a pipeline that was loaded without it."""
+        model_index = json.loads((loaded.path / "model_index.json").read_text(encoding="utf-8"))
+        folder = loaded.path / "text_encoder"
+        component_class = _component_class(model_index, "text_encoder") if "text_encoder" in model_index else None
+        if component_class is None or not weight_files(folder, loaded.variant):
+            raise EngineUnavailable(f"{loaded.spec.id} has no local text encoder in {folder}")
+        key = content_key(folder, loaded.variant, _manifest_digests(loaded.path))
+        module = self.residency_manager.shareable(key, component_class)
+        if module is None:
+            kwargs = {"variant": loaded.variant} if loaded.variant else {}
+            module = component_class.from_pretrained(str(folder), dtype=self.dtype, local_files_only=True, **kwargs)
+            module.eval()
+        loaded.pipeline.register_modules(text_encoder=module)
+        self.residency_manager.attach(loaded.spec.id, "text_encoder", module, key)
+        self.residency_manager.activate(loaded.spec.id)
+        loaded.text_encoder_source = LOCAL
+
+    def fetch_remote_prompt_embeds(self, prompts: list[str], loaded: LoadedEngine) -> torch.Tensor:
+        from ..remote_text_encoder import fetch_prompt_embeds
+
+        tail = embeds_shape_tail(loaded)
+        url = self.remote_url or (loaded.spec.text_encoder.remote_url if loaded.spec.text_encoder else None)
+        # Room for float32 (the widest accepted dtype) plus the pickle's own framing.
+        max_bytes = len(prompts) * tail[0] * tail[1] * 4 + (1 << 20)
+        return fetch_prompt_embeds(prompts, url, self.remote_token, self.remote_timeout_s, max_bytes, tail)
+
+    def unload(self, engine: str | None = None) -> None:
+        """Drop engine (every engine when None); components another engine shares stay."""
+        for name in [engine] if engine is not None else list(self._loaded):
+            if self._loaded.pop(name, None) is not None:
+                self.residency_manager.detach(name)
+        self._free_device_memory()
+
+    def _free_device_memory(self) -> None:
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    # ---- validation ---------------------------------------------------------------------------
+
+    def validate(self, request: GenerateRequest) -> EngineSpec:
+        """Check the request against the engine's catalog limits; BadInput names the field."""
+        if request.engine not in self.catalog:
+            raise BadInput(f"unknown engine {request.engine!r}", field="engine")
+        spec = self.catalog[request.engine]
+        limits = spec.limits
+
+        def integer(name: str, value: Any) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise BadInput(f"{name} must be an integer", field=name)
+            return value
+
+        if not isinstance(request.prompt, str) or not request.prompt.strip():
+            raise BadInput("prompt must be a non-empty string", field="prompt")
+        if len(request.prompt) > limits.max_prompt_chars:
+            raise BadInput(f"prompt is longer than {limits.max_prompt_chars} characters", field="prompt")
+        if request.negative_prompt:
+            if not limits.negative_prompt:
+                raise BadInput(f"{spec.id} does not use a negative prompt", field="negative_prompt")
+            if not isinstance(request.negative_prompt, str) or len(request.negative_prompt) > limits.max_prompt_chars:
+                raise BadInput(
+                    f"negative_prompt must be a string of at most {limits.max_prompt_chars} characters",
+                    field="negative_prompt",
+                )
+        if not 0 <= integer("seed", request.seed) <= MAX_SEED:
+            raise BadInput(f"seed must be between 0 and {MAX_SEED}", field="seed")
+        if not limits.steps.contains(integer("steps", request.steps)):
+            raise BadInput(f"steps must be between {limits.steps.min:g} and {limits.steps.max:g}", field="steps")
+        guidance = request.guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not math.isfinite(guidance):
+            raise BadInput("guidance must be a finite number", field="guidance")
+        if not limits.guidance.contains(guidance):
+            raise BadInput(
+                f"guidance must be between {limits.guidance.min:g} and {limits.guidance.max:g}", field="guidance"
+            )
+        for name in ("width", "height"):
+            side = integer(name, getattr(request, name))
+            if not limits.min_side <= side <= limits.max_side:
+                raise BadInput(f"{name} must be between {limits.min_side} and {limits.max_side}", field=name)
+            if side % limits.size_multiple:
+                raise BadInput(f"{name} must be a multiple of {limits.size_multiple}", field=name)
+        if request.width * request.height > limits.max_pixels:
+            raise BadInput(
+                f"width x height must not exceed {limits.max_pixels} pixels", field="width" if request.width >= request.height else "height"
+            )
+        if not 1 <= integer("num_images", request.num_images) <= limits.max_images:
+            raise BadInput(f"num_images must be between 1 and {limits.max_images}", field="num_images")
+        if integer("preview_every", request.preview_every) < 0:
+            raise BadInput("preview_every must not be negative", field="preview_every")
+        references = request.references or []
+        if len(references) > limits.max_references:
+            raise BadInput(
+                f"{spec.id} takes at most {limits.max_references} reference images, got {len(references)}",
+                field="references",
+            )
+        for index, image in enumerate(references):
+            if not isinstance(image, PIL.Image.Image):
+                raise BadInput(f"reference {index} is not an image", field="references")
+            if min(image.size) < limits.size_multiple or image.width * image.height > MAX_REFERENCE_PIXELS:
+                raise BadInput(
+                    f"reference {index} is {image.width}x{image.height}; each side must be at least "
+                    f"{limits.size_multiple} px and the image at most {MAX_REFERENCE_PIXELS} pixels",
+                    field="references",
+                )
+        return spec
+
+    # ---- generating ---------------------------------------------------------------------------
+
+    def inject_oom_on_next_denoise(self, count: int = 1) -> None:
+        """Fault injection: the next count denoising runs raise torch.cuda.OutOfMemoryError at their
+        first transformer/UNet call, as a real allocation failure there would."""
+        self._inject_oom += count
+
+    def generate(
+        self,
+        request: GenerateRequest,
+        on_step: Callable[[StepEvent], None],
+        should_cancel: Callable[[], bool],
+    ) -> GenerateOutput:
+        started = time.perf_counter()
+        self.validate(request)
+        if should_cancel():
+            raise JobCancelled("cancelled before it started")
+        failure: WorkerError | None = None
+        try:
+            load_ms = self.load(request.engine)
+            if should_cancel():
+                raise JobCancelled("cancelled before the first step")
+            loaded = self._loaded[request.engine]
+            images, phases = self._run(loaded, request, on_step, should_cancel, started)
+        except Exception as exc:
+            failure = classify_exception(exc)
+        if failure is not None:
+            # Raised outside the except block with no traceback: the pipeline frames (and the device
+            # tensors they hold) are released before anyone handles the error.
+            failure.__traceback__ = None
+            failure.__context__ = None
+            if isinstance(failure, OutOfMemory):
+                self.recover_from_oom(request.engine)
+            raise failure
+        timings = {"load_ms": load_ms, **phases, "total_ms": (time.perf_counter() - started) * 1000}
+        return GenerateOutput(
+            images=images,
+            timings={name: round(value, 3) for name, value in timings.items()},
+            weights=loaded.weights,
+            revision=loaded.revision,
+        )
+
+    def recover_from_oom(self, engine: str) -> None:
+        """After an OOM: free the failed run's memory and park every other engine in host memory, so
+        the next request (usually a retry of this one) has the device to itself."""
+        gc.collect()
+        self.residency_manager.evict_all(keep=engine if engine in self._loaded else None)
+        self._free_device_memory()
+
+    def _run(
+        self,
+        loaded: LoadedEngine,
+        request: GenerateRequest,
+        on_step: Callable[[StepEvent], None],
+        should_cancel: Callable[[], bool],
+        started: float,
+    ) -> tuple[list[np.ndarray], dict[str, float]]:
+        pipe = loaded.pipeline
+        prompt_kwargs, outside_encode_ms = loaded.adapter.prompt_kwargs(request, loaded, self)
+        marks: dict[str, float] = {"encode_ms": 0.0}
+        total_steps = request.steps
+        patch_pixels = getattr(pipe, "vae_scale_factor", 8) * 2
+
+        def on_step_end(pipeline, index: int, timestep, tensors: dict[str, Any]) -> dict[str, Any]:
+            now = time.perf_counter()
+            marks["last_step"] = now
+            step = index + 1
+            preview = None
+            if request.preview_every and step % request.preview_every == 0:
+                preview = latent_preview(tensors["latents"], request.height, request.width, patch_pixels)
+            on_step(StepEvent(step=step, total_steps=total_steps, elapsed_ms=(now - started) * 1000, preview=preview))
+            if should_cancel():
+                pipeline._interrupt = True
+                raise JobCancelled(f"cancelled after step {step} of {total_steps}")
+            return {}
+
+        encode_prompt = pipe.encode_prompt
+
+        def timed_encode_prompt(*args, **kwargs):
+            begun = time.perf_counter()
+            try:
+                return encode_prompt(*args, **kwargs)
+            finally:
+                marks["encode_end"] = time.perf_counter()
+                marks["encode_ms"] += (marks["encode_end"] - begun) * 1000
+
+        denoiser = getattr(pipe, "transformer", None) or pipe.unet
+        hooks = []
+        if self._inject_oom > 0:
+            self._inject_oom -= 1
+            hooks.append(denoiser.register_forward_pre_hook(_raise_injected_oom))
+        pipe.encode_prompt = timed_encode_prompt  # instance attribute: times this call only
+        call_started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                output = pipe(
+                    **prompt_kwargs,
+                    **loaded.adapter.condition_kwargs(request),
+                    width=request.width,
+                    height=request.height,
+                    num_inference_steps=request.steps,
+                    guidance_scale=float(request.guidance),
+                    num_images_per_prompt=request.num_images,
+                    # A CPU generator gives the same noise for a seed on every device.
+                    generator=torch.Generator(device="cpu").manual_seed(request.seed),
+                    output_type="np",
+                    callback_on_step_end=on_step_end,
+                    callback_on_step_end_tensor_inputs=["latents"],
+                )
+        finally:
+            del pipe.encode_prompt
+            for hook in hooks:
+                hook.remove()
+        call_ended = time.perf_counter()
+        denoise_started = marks.get("encode_end", call_started)
+        denoise_ended = marks.get("last_step", call_ended)
+        phases = {
+            "text_encode_ms": outside_encode_ms + marks["encode_ms"],
+            # Includes preparing latents and VAE-encoding reference images (FLUX.2).
+            "denoise_ms": (denoise_ended - denoise_started) * 1000,
+            # VAE decode and conversion to pixels.
+            "decode_ms": (call_ended - denoise_ended) * 1000,
+        }
+        return to_rgb8(output.images), phases
+
+
+def _raise_injected_oom(module, args):
+    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
