@@ -14,18 +14,15 @@ const MAX_KEY_LENGTH = 200;
 export class IdempotencyService {
   constructor(private readonly prisma: PrismaService) {}
 
-  async once(
+  async once<T>(
     apiKey: ApiKey | null,
     key: string | undefined,
     resourceType: string,
     body: unknown,
     newId: string,
-    create: (id: string) => Promise<void>,
-  ): Promise<{ id: string; replayed: boolean }> {
-    if (!key) {
-      await create(newId);
-      return { id: newId, replayed: false };
-    }
+    create: (id: string) => Promise<T>,
+  ): Promise<{ id: string; created: T | null }> {
+    if (!key) return { id: newId, created: await create(newId) };
     if (key.length > MAX_KEY_LENGTH) throw new UnprocessableEntityException(`Idempotency-Key must be at most ${MAX_KEY_LENGTH} characters`);
     const apiKeyId = apiKey?.id ?? '';
     const requestHash = createHash('sha256').update(resourceType).update(JSON.stringify(body)).digest('hex');
@@ -38,19 +35,18 @@ export class IdempotencyService {
       });
     if (claimed) {
       try {
-        await create(newId);
+        return { id: newId, created: await create(newId) };
       } catch (err) {
         // Nothing was created, so the key is free for a retry.
         await this.prisma.client.idempotencyRecord.deleteMany({ where: { apiKeyId, key } });
         throw err;
       }
-      return { id: newId, replayed: false };
     }
     const existing = await this.prisma.client.idempotencyRecord.findUnique({ where: { apiKeyId_key: { apiKeyId, key } } });
     if (!existing) return this.once(apiKey, key, resourceType, body, newId, create); // released meanwhile
     if (existing.requestHash !== requestHash || existing.resourceType !== resourceType) {
       throw new UnprocessableEntityException('Idempotency-Key was already used with a different request');
     }
-    return { id: existing.resourceId, replayed: true };
+    return { id: existing.resourceId, created: null };
   }
 }

@@ -45,11 +45,11 @@ export class GenerationsController {
     @Res() res: Response,
   ) {
     await this.quota.chargeRequest(req.apiKey);
-    const { id, replayed } = await this.idempotency.once(req.apiKey, idempotencyKey, 'generation', dto, newGenerationId(), async (newId) => {
-      await this.service.create(dto, { apiKey: req.apiKey, id: newId });
-    });
-    if (replayed) res.set('Idempotent-Replayed', 'true');
-    const g = await this.service.get(id);
+    const { id, created } = await this.idempotency.once(req.apiKey, idempotencyKey, 'generation', dto, newGenerationId(), (newId) =>
+      this.service.create(dto, { apiKey: req.apiKey, id: newId }),
+    );
+    if (!created) res.set('Idempotent-Replayed', 'true');
+    const g = created ?? (await this.service.get(id));
     const waitS = parsePreferWait(prefer);
     if (waitS > 0) {
       const finished = await this.service.waitForTerminal(g.id, waitS * 1000);
