@@ -22,8 +22,12 @@ const MIGRATIONS_DIRS = {
   postgresql: path.join(PRISMA_DIR, 'migrations', 'postgresql'),
 };
 const PROVIDERS = /** @type {const} */ (['sqlite', 'postgresql']);
-// Several processes (gateway, supervisors) share one SQLite file; writers wait this long for the lock.
-const SQLITE_BUSY_TIMEOUT_MS = 15_000;
+// Several processes (gateway, supervisors) share one SQLite file; writers wait this long for the
+// lock. better-sqlite3 waits synchronously, so the wait is short: write transactions take ms.
+const SQLITE_BUSY_TIMEOUT_MS = 5_000;
+// Migrations run in a worker thread or a CLI, where waiting blocks nothing else; processes that
+// start together queue behind the one applying them.
+const SQLITE_MIGRATION_LOCK_TIMEOUT_MS = 60_000;
 const NO_FILTERS = { externalTables: [], externalEnums: [] };
 
 /** @typedef {'sqlite' | 'postgresql'} Provider */
@@ -132,7 +136,7 @@ function migrationAdapterFactory(url) {
     const { PrismaBetterSqlite3 } = require('@prisma/adapter-better-sqlite3');
     const file = sqliteFilePath(url);
     if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true });
-    const base = new PrismaBetterSqlite3({ url: file, timeout: SQLITE_BUSY_TIMEOUT_MS });
+    const base = new PrismaBetterSqlite3({ url: file, timeout: SQLITE_MIGRATION_LOCK_TIMEOUT_MS });
     return {
       provider: base.provider,
       adapterName: base.adapterName,
@@ -316,22 +320,63 @@ async function applyMigrations(url) {
   // Nothing pending is the usual case at start-up. Deciding it from the bookkeeping table spares
   // loading the engine, and on SQLite the engine's exclusive lock, which would wait for every
   // other process that has the file open.
-  const recorded = await readMigrationBookkeeping(url);
-  if (recorded && !recorded.some((row) => row.failed)) {
-    const applied = new Map(recorded.map((row) => [row.name, row.checksum]));
-    const onDisk = migrationsList.migrationDirectories;
-    if (onDisk.every((dir) => applied.has(dir.path))) {
-      return {
-        provider,
-        applied: [],
-        edited: onDisk
-          .filter((dir) => dir.migrationFile.content.tag !== 'ok' || !checksumMatches(dir.migrationFile.content.value, applied.get(dir.path)))
-          .map((dir) => dir.path),
-        unknown: [...applied.keys()].filter((name) => !onDisk.some((dir) => dir.path === name)),
-      };
-    }
+  const upToDate = await upToDateReport(url, provider, migrationsList);
+  if (upToDate) return upToDate;
+  if (provider === 'sqlite') {
+    // The engine's SQLite connection runs in exclusive locking mode; engines from several
+    // processes starting together would each keep a shared lock and wait on one another.
+    // One at a time, and whoever follows finds the work done.
+    return withSqliteMigrationLock(sqliteFilePath(url), async () => {
+      return (await upToDateReport(url, provider, migrationsList)) ?? (await applyWithEngine(url, provider, migrationsList));
+    });
   }
+  return applyWithEngine(url, provider, migrationsList);
+}
 
+/**
+ * The report for a database whose bookkeeping already lists every migration on disk, without
+ * starting the engine; null when something is pending, failed, or not set up yet.
+ * @param {string} url @param {Provider} provider @param {ReturnType<typeof readMigrationsList>} migrationsList
+ */
+async function upToDateReport(url, provider, migrationsList) {
+  const recorded = await readMigrationBookkeeping(url);
+  if (!recorded || recorded.some((row) => row.failed)) return null;
+  const applied = new Map(recorded.map((row) => [row.name, row.checksum]));
+  const onDisk = migrationsList.migrationDirectories;
+  if (!onDisk.every((dir) => applied.has(dir.path))) return null;
+  return {
+    provider,
+    applied: [],
+    edited: onDisk
+      .filter((dir) => dir.migrationFile.content.tag !== 'ok' || !checksumMatches(dir.migrationFile.content.value, applied.get(dir.path)))
+      .map((dir) => dir.path),
+    unknown: [...applied.keys()].filter((name) => !onDisk.some((dir) => dir.path === name)),
+  };
+}
+
+/**
+ * Runs `fn` holding an exclusive lock on `<file>.migrate-lock`, a SQLite file used only as a
+ * cross-process mutex: the operating system drops the lock if the holder dies.
+ * @template T @param {string} file @param {() => Promise<T>} fn @returns {Promise<T>}
+ */
+async function withSqliteMigrationLock(file, fn) {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  const Database = require('better-sqlite3');
+  const lock = new Database(`${file}.migrate-lock`, { timeout: SQLITE_MIGRATION_LOCK_TIMEOUT_MS });
+  try {
+    lock.exec('BEGIN EXCLUSIVE');
+    try {
+      return await fn();
+    } finally {
+      lock.exec('COMMIT');
+    }
+  } finally {
+    lock.close();
+  }
+}
+
+/** @param {string} url @param {Provider} provider @param {ReturnType<typeof readMigrationsList>} migrationsList */
+async function applyWithEngine(url, provider, migrationsList) {
   let result;
   try {
     result = await withSchemaEngine(url, async (engine) => {
@@ -375,7 +420,7 @@ async function readMigrationBookkeeping(url) {
     const file = sqliteFilePath(url);
     if (file === ':memory:' || !fs.existsSync(file)) return null;
     const Database = require('better-sqlite3');
-    const db = new Database(file, { readonly: true, timeout: SQLITE_BUSY_TIMEOUT_MS });
+    const db = new Database(file, { readonly: true, timeout: SQLITE_MIGRATION_LOCK_TIMEOUT_MS });
     try {
       const exists = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_prisma_migrations'").get();
       if (!exists) return null;
@@ -415,7 +460,7 @@ function checksumMatches(script, checksum) {
 function enableWal(/** @type {string} */ file) {
   if (file === ':memory:') return;
   const Database = require('better-sqlite3');
-  const db = new Database(file, { timeout: SQLITE_BUSY_TIMEOUT_MS });
+  const db = new Database(file, { timeout: SQLITE_MIGRATION_LOCK_TIMEOUT_MS });
   try {
     db.pragma('journal_mode = WAL');
   } finally {
