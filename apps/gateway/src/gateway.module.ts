@@ -23,21 +23,25 @@ import { EnginesController } from './status/engines.controller';
 import { StatusService } from './status/status.service';
 
 const config = loadConfig();
-// No offline queue: while Redis is down a create fails at once (503) instead of hanging.
-const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-redis.on('error', () => undefined); // reconnects by itself; requests meanwhile answer 503
+
+/** No offline queue: while Redis is down a create fails at once (503) instead of hanging. */
+function failFastRedis(): IORedis {
+  const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
+  redis.on('error', () => undefined); // reconnects by itself; requests meanwhile answer 503
+  return redis;
+}
 
 @Module({
   imports: [
     PersistenceModule.forRoot(config.databaseUrl),
-    BullModule.forRoot({ connection: redis }),
+    BullModule.forRootAsync({ useFactory: () => ({ connection: failFastRedis() }) }),
     BullModule.registerQueue({ name: QueueName.Generation }),
   ],
   controllers: [GenerationsController, PromptPicsController, SandboxRunsController, BatchesController, EnginesController, HealthController],
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
-    { provide: REDIS, useValue: redis },
+    { provide: REDIS, useFactory: failFastRedis },
     GenerationEventsService,
     SandboxService,
     BatchesService,
