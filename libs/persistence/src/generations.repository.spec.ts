@@ -66,6 +66,18 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
     expect(await repo.findById('gen_missing')).toBeNull();
   });
 
+  it('records a batch of requests in one statement, all or none', async () => {
+    const batch = [request({ origin: 'batch' }), request({ origin: 'batch' }), request({ origin: 'batch', seed: 0xffffffff })];
+    const created = await repo.createMany(batch);
+    expect(created.map((g) => [g.id, g.status, g.images])).toEqual(batch.map((b) => [b.id, 'queued', []]));
+    expect((await repo.findById(batch[2].id))?.seed).toBe(4294967295n);
+
+    // One duplicate id rejects the whole statement: no half-recorded batch.
+    const again = [request({ origin: 'batch' }), { ...batch[0] }];
+    await expect(repo.createMany(again)).rejects.toThrow();
+    expect(await repo.findById(again[0].id)).toBeNull();
+  });
+
   it('rejects a seed outside 0…2^32-1 before touching the database', async () => {
     const input = request({ seed: 2 ** 32 });
     await expect(repo.create(input)).rejects.toThrow(RangeError);
