@@ -4,16 +4,23 @@ Threads, as in ComfyUI's single prompt worker:
 
 * the main thread is the GPU thread. It alone imports and drives torch/CUDA (through the
   ``EngineManager``): it loads the preload set, sends ``ready``, then runs queued jobs one at a time;
-* a reader thread parses frames from stdin and handles control at once: ``ping`` is answered from a
-  state snapshot the GPU thread keeps (so a busy GPU never delays a pong), ``cancel`` flags the running
-  job (acted on between steps) or drops a queued one, ``generate``/``unload`` are queued, ``shutdown``
-  lets the current job finish and then exits 0.
+* a reader thread, started before the slow imports, parses frames from stdin and handles control at
+  once: ``ping`` is answered from a state snapshot the GPU thread keeps, so a busy or hung GPU never
+  delays a pong (a hang shows as a ``busy_job_id`` whose ``last_progress_at`` stops moving: judge hangs
+  by that, not by missing pongs); ``cancel`` flags the running job (acted on between steps) or drops a
+  queued one; ``generate``/``unload`` are queued; ``shutdown`` lets the current job finish, then exit 0.
+
+``last_progress_at`` is the time (ms since the epoch) of the job's last step, or of its start before
+its first step. Job output: ``progress`` per step (with a preview payload every ``preview_every``
+steps), one ``image`` frame per image (raw RGB8 payload), then ``result``.
 
 Ends of the process:
 
 * ``shutdown`` message: the running job finishes, queued jobs are answered ``cancelled``, exit 0;
-* stdin EOF (the supervisor is gone) or SIGTERM: the running job is interrupted at its next step
-  (answered ``cancelled``), exit 0;
+* SIGTERM: the running job is interrupted at its next step (answered ``cancelled``), exit 0;
+* stdin EOF (the supervisor is gone): the same, and if the GPU thread is stuck in a step it is not
+  waited for longer than ``FLEXY_WORKER_EOF_GRACE_S`` seconds (default 30): an orphaned worker must not
+  hold the GPU. EOF before ``ready`` exits at once;
 * poisoned CUDA context (``CudaFatal``): the job's ``failed`` result is sent, exit 70;
 * out of memory while loading the preload set: exit 71;
 * a frame that cannot be parsed (bad prefix, JSON, unknown type): exit 72.
@@ -61,6 +68,8 @@ FAULT_ENV = {
     "exit": "FLEXY_FAULT_EXIT_ON_JOB",
 }
 TEXT_ENCODER_MODES = ("local", "remote", "auto")
+EOF_GRACE_ENV = "FLEXY_WORKER_EOF_GRACE_S"
+DEFAULT_EOF_GRACE_S = 30.0
 _IDLE_POLL_S = 0.25  # how often an idle GPU thread notices SIGTERM (signal handlers take no locks)
 
 
@@ -237,6 +246,16 @@ class Worker:
         self.last_progress_at: int | None = None
         self.residency = wire.ResidencyReport.empty(budget_bytes)
         self.engine_info: dict[str, wire.EngineInfo] = {}
+        self.ready_sent = False
+
+    def attach(self, manager: Any, errors: Any, device: str, budget_bytes: int) -> None:
+        """Hand over the engine manager once the heavy imports are done (the reader runs before)."""
+        self.manager, self.errors, self.device = manager, errors, device
+        with self._lock:
+            self.residency = wire.ResidencyReport.empty(budget_bytes)
+
+    def stop_requested(self) -> bool:
+        return self._stopping or self._signalled
 
     # -- output ------------------------------------------------------------------------------------
 
@@ -245,7 +264,7 @@ class Worker:
             return
         try:
             self.writer.send(message, payload)
-        except (BrokenPipeError, ValueError, OSError) as exc:  # ValueError: write to a closed file
+        except OSError as exc:  # EPIPE: the supervisor is gone
             self._pipe_broken = True
             log.warning("stdout is gone (%s): stopping", exc)
             self.request_stop("the supervisor stopped reading", interrupt=True)
@@ -286,7 +305,7 @@ class Worker:
             while True:
                 frame = reader.read()
                 if frame is None:
-                    self.request_stop("stdin closed", interrupt=True)
+                    self._on_eof()
                     return
                 self.on_frame(frame)
         except wire.ProtocolError as exc:
@@ -297,6 +316,20 @@ class Worker:
             log.exception("reader thread failed; exiting with %d", ExitCode.PROTOCOL_ERROR)
             logging.shutdown()
             os._exit(ExitCode.PROTOCOL_ERROR)
+
+    def _on_eof(self) -> None:
+        """The supervisor is gone: stop now, and never outlive it holding the GPU."""
+        if not self.ready_sent:
+            log.info("stdin closed during start-up; exiting")
+            logging.shutdown()
+            os._exit(ExitCode.OK)
+        self.request_stop("stdin closed", interrupt=True)
+        grace = _float_or_none(os.environ.get(EOF_GRACE_ENV)) or DEFAULT_EOF_GRACE_S
+        time.sleep(grace)
+        # Still here: the GPU thread is stuck in a step (a hung kernel) and would linger forever.
+        log.error("GPU thread did not stop within %.0f s of stdin closing; exiting anyway", grace)
+        logging.shutdown()
+        os._exit(ExitCode.OK)
 
     def on_frame(self, frame: wire.Frame) -> None:
         kind = frame.type
@@ -493,7 +526,6 @@ class Worker:
         if kind == "cancelled":
             self._result(msg.job_id, "cancelled", error=error, engine=msg.engine, timings=timings)
             log.info("job=%s cancelled: %s", msg.job_id, error.message)
-            self._free_memory()
             self.refresh_residency()
             return
         if kind == "cuda_fatal":
@@ -509,7 +541,8 @@ class Worker:
             log.warning("job=%s out of memory (%d in a row): %s", msg.job_id, self._consecutive_ooms, error.message)
             self.refresh_residency()
             return
-        self._free_memory()
+        if kind == "internal":  # an unexpected error may leave device memory behind
+            self._free_memory()
         self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
         log.info("job=%s failed: %s: %s", msg.job_id, error.code, error.message)
         self.refresh_residency()
@@ -617,7 +650,11 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     """Run the worker; ``proto_out``/``proto_in`` are the binary protocol streams. Returns the exit code."""
     config = parse_args(argv, dict(os.environ))
     faults = Faults.from_env(dict(os.environ))
-    writer = wire.FrameWriter(proto_out)
+    worker = Worker(None, wire.FrameWriter(proto_out), device=config.device, faults=faults, budget_bytes=0, errors=None)
+    signal.signal(signal.SIGTERM, worker.on_signal)
+    # The reader starts before the slow imports: pings are answered and a dead supervisor is noticed
+    # during start-up too.
+    threading.Thread(target=worker.read_loop, args=(wire.FrameReader(proto_in),), name="frame-reader", daemon=True).start()
 
     import diffusers
     import torch
@@ -626,15 +663,7 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     from .catalog import load_catalog
     from .engines.manager import EngineManager
 
-    try:
-        from diffusers.utils import logging as diffusers_logging
-        from transformers.utils import logging as transformers_logging
-
-        diffusers_logging.disable_progress_bar()
-        transformers_logging.set_verbosity_error()
-    except Exception:  # only cosmetics
-        pass
-
+    _quiet_libraries()
     device = _resolve_device(config.device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device)
@@ -647,16 +676,16 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
 
     manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
                             budget_bytes=budget, text_encoder_mode=config.text_encoder)
-    worker = Worker(manager, writer, device=device, faults=faults, budget_bytes=budget, errors=errors)
-    signal.signal(signal.SIGTERM, worker.on_signal)
-
-    reader = threading.Thread(target=worker.read_loop, args=(wire.FrameReader(proto_in),), name="frame-reader", daemon=True)
-    reader.start()
-
+    worker.attach(manager, errors, device, budget)
     for engine in config.preload:
+        if worker.stop_requested():
+            break
         code = _preload(manager, engine, errors)
         if code is not None:
             return code
+    if worker.stop_requested():  # shutdown, SIGTERM during start-up: no point announcing readiness
+        log.info("stopped before ready")
+        return ExitCode.OK
     available = manager.available()
     worker.engine_info = {e["engine"]: wire.EngineInfo(e["engine"], e["weights"], e["revision"]) for e in available}
     worker.refresh_residency()
@@ -669,10 +698,25 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
         engines=list(worker.engine_info.values()),
         residency=worker.residency,
     ))
+    worker.ready_sent = True
     log.info("ready: engines %s", ", ".join(f"{e.engine}[{e.weights}]" for e in worker.engine_info.values()) or "none")
     code = worker.serve()
     log.info("exiting with %d", code)
     return code
+
+
+def _quiet_libraries() -> None:
+    """Library progress bars and chatter would break the one-line-per-event log on stderr."""
+    try:
+        from diffusers.utils import logging as diffusers_logging
+        from transformers.utils import logging as transformers_logging
+
+        diffusers_logging.disable_progress_bar()
+        diffusers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+        transformers_logging.set_verbosity_error()
+    except Exception:  # cosmetics only
+        pass
 
 
 def _preload(manager: Any, engine: str, errors: Any) -> int | None:

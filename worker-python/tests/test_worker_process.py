@@ -1,0 +1,431 @@
+"""The real worker process (`python -m flexy_worker`) on demo snapshots, driven over its stdin/stdout.
+
+Starting a worker costs most of the time here (importing torch and diffusers), so every worker this
+module needs is spawned at once when the module starts, and each test talks to its own.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flexy_worker import protocol as wire
+
+WORKER_ROOT = Path(__file__).resolve().parents[1]
+ENGINE = "flux1_dev"
+SIZE = 64
+STEPS = 4
+START_TIMEOUT_S = 240
+JOB_TIMEOUT_S = 120
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # nothing listens once the socket closes
+
+
+class WorkerProc:
+    """One spawned worker plus a thread that turns its stdout into frames."""
+
+    def __init__(self, name: str, models_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None):
+        self.name = name
+        self.stderr_path = Path(tempfile.mkstemp(prefix=f"worker-{name}-", suffix=".log")[1])
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXY_FAULT_")}
+        full_env["OMP_NUM_THREADS"] = "1"  # six workers share two cores here; tiny models gain nothing from more
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "flexy_worker", "--models-dir", str(models_dir), "--device", "cpu", *(args or [])],
+            cwd=WORKER_ROOT, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.stderr_path, "wb"),
+        )
+        self.frames: queue.Queue[wire.Frame | None | Exception] = queue.Queue()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.ready: wire.ReadyMessage | None = None
+
+    def _read(self) -> None:
+        try:
+            for frame in wire.FrameReader(self.proc.stdout):
+                self.frames.put(frame)
+            self.frames.put(None)
+        except Exception as exc:  # surfaced to the test that reads next
+            self.frames.put(exc)
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+    def send(self, header: dict, payload: bytes = b"") -> None:
+        self.proc.stdin.write(wire.encode_frame(header, payload))
+        self.proc.stdin.flush()
+
+    def next(self, timeout: float = JOB_TIMEOUT_S) -> wire.Frame | None:
+        try:
+            item = self.frames.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"worker {self.name}: no frame within {timeout}s\n{self.log()}") from None
+        if isinstance(item, Exception):
+            raise AssertionError(f"worker {self.name} sent an invalid stream: {item}\n{self.log()}")
+        return item
+
+    def expect(self, type_: str, timeout: float = JOB_TIMEOUT_S, skip: tuple[str, ...] = ("pong",)) -> wire.Frame:
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.next(max(0.1, deadline - time.monotonic()))
+            assert frame is not None, f"worker {self.name} closed stdout while waiting for {type_}\n{self.log()}"
+            if frame.type == type_:
+                return frame
+            assert frame.type in skip, f"expected {type_}, got {frame.header}"
+
+    def wait_ready(self) -> wire.ReadyMessage:
+        if self.ready is None:
+            frame = self.expect("ready", START_TIMEOUT_S)
+            self.ready = wire.ReadyMessage.from_header(frame.header)
+        return self.ready
+
+    def run_job(self, job_id: str, **overrides) -> tuple[list[wire.Frame], wire.ResultMessage]:
+        """Send a generate and collect every frame of that job up to its result."""
+        self.send(generate(job_id, **overrides))
+        frames = []
+        while True:
+            frame = self.expect_any(JOB_TIMEOUT_S)
+            if frame.type == "pong":
+                continue
+            assert frame.header.get("job_id") == job_id, frame.header
+            frames.append(frame)
+            if frame.type == "result":
+                return frames, wire.ResultMessage.from_header(frame.header)
+
+    def expect_any(self, timeout: float) -> wire.Frame:
+        frame = self.next(timeout)
+        assert frame is not None, f"worker {self.name} closed stdout\n{self.log()}"
+        return frame
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker {self.name} did not exit within {timeout}s\n{self.log()}") from None
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+def generate(job_id: str, **overrides) -> dict:
+    header = {
+        "type": "generate", "job_id": job_id, "engine": ENGINE, "prompt": "a red fox in the snow",
+        "negative_prompt": None, "seed": 1234, "steps": STEPS, "guidance": 3.5, "width": SIZE, "height": SIZE,
+        "num_images": 1, "references": [], "preview_every": 0,
+    }
+    header.update(overrides)
+    return header
+
+
+@pytest.fixture(scope="module")
+def fleet(demo_models_dir):
+    """Every worker this module uses, started together so their start-up overlaps."""
+    proxy = f"http://127.0.0.1:{_closed_port()}"
+    specs = {
+        "main": dict(args=["--preload", ENGINE]),
+        # No network: any hub or proxy access would fail or hang; the worker must not try.
+        "faults": dict(env={
+            "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy, "NO_PROXY": "",
+            "HF_HUB_OFFLINE": "0", "FLEXY_FAULT_OOM_ON_JOB": "[oom]", "FLEXY_FAULT_CUDA_FATAL_ON_JOB": "[fatal]",
+        }),
+        "sigterm": {},
+        "eof": {},
+        "hang": dict(env={"FLEXY_FAULT_HANG_ON_JOB": "[hang]", "FLEXY_WORKER_EOF_GRACE_S": "2"}),
+        "segv": dict(env={"FLEXY_FAULT_EXIT_ON_JOB": "[segv]:SIGSEGV"}),
+    }
+    workers = {name: WorkerProc(name, demo_models_dir, **spec) for name, spec in specs.items()}
+    yield workers
+    for worker in workers.values():
+        worker.kill()
+
+
+@pytest.fixture(scope="module")
+def main_worker(fleet):
+    worker = fleet["main"]
+    worker.wait_ready()
+    return worker
+
+
+# ---- the main worker: protocol behaviour ---------------------------------------------------------
+
+
+def test_ready_describes_the_worker(main_worker):
+    ready = main_worker.ready
+    assert ready.protocol == wire.PROTOCOL_VERSION
+    assert ready.pid == main_worker.proc.pid
+    assert ready.device == "cpu"
+    assert ready.torch_version.startswith("2.") and ready.diffusers_version
+    engines = {e.engine: e for e in ready.engines}
+    assert engines[ENGINE].weights == "demo"
+    assert ENGINE in [e.engine for e in ready.residency.engines]  # preloaded before ready
+
+
+def test_generation_streams_progress_then_images_then_result(main_worker):
+    frames, result = main_worker.run_job("gen-1", num_images=2)
+    progress = [wire.ProgressMessage.from_header(f.header) for f in frames if f.type == "progress"]
+    images = [f for f in frames if f.type == "image"]
+    assert [p.step for p in progress] == list(range(1, STEPS + 1))
+    assert all(p.total_steps == STEPS and p.preview is None for p in progress)
+    assert [f.type for f in frames] == ["progress"] * STEPS + ["image", "image", "result"]
+    assert [f.header["index"] for f in images] == [0, 1]
+    for frame in images:
+        assert frame.header["image"] == {"width": SIZE, "height": SIZE, "channels": 3, "byte_length": SIZE * SIZE * 3}
+        assert len(frame.payload) == SIZE * SIZE * 3
+    assert images[0].payload != images[1].payload  # two images of one job differ
+    assert result.status == "succeeded" and result.error is None
+    assert result.num_images == 2 and result.weights == "demo" and result.model_revision
+    assert result.timings.total_ms > 0 and result.timings.denoise_ms > 0
+
+
+def test_same_seed_gives_identical_bytes(main_worker):
+    runs = []
+    for job_id in ("seed-a", "seed-b"):
+        frames, result = main_worker.run_job(job_id, seed=77)
+        assert result.status == "succeeded"
+        runs.append([f.payload for f in frames if f.type == "image"])
+    assert runs[0] == runs[1]
+    frames, _ = main_worker.run_job("seed-c", seed=78)
+    assert [f.payload for f in frames if f.type == "image"] != runs[0]
+
+
+def test_previews_come_with_progress_when_asked(main_worker):
+    frames, result = main_worker.run_job("preview-1", preview_every=2)
+    assert result.status == "succeeded"
+    with_preview = [f for f in frames if f.type == "progress" and f.header["preview"] is not None]
+    assert [f.header["step"] for f in with_preview] == [2, 4]
+    for frame in with_preview:
+        ref = frame.header["preview"]
+        assert ref["channels"] == 3 and len(frame.payload) == ref["byte_length"] == ref["width"] * ref["height"] * 3
+
+
+def test_reference_images_travel_in_the_payload(main_worker):
+    # flux1_dev takes no references: the worker decodes them, the engine refuses them by name.
+    pixels = bytes([255, 0, 0, 0, 255, 0, 0, 0, 255, 255, 255, 255])
+    main_worker.send(generate("refs-1", references=[{"width": 2, "height": 2, "channels": 3, "byte_length": 12}]), pixels)
+    result = wire.ResultMessage.from_header(main_worker.expect("result").header)
+    assert result.job_id == "refs-1" and result.status == "failed"
+    assert result.error.code == "bad_input" and result.error.field == "references"
+
+
+@pytest.mark.parametrize(
+    "job_id,override,field",
+    [
+        ("bad-width", {"width": 65}, "width"),
+        ("bad-steps", {"steps": 0}, "steps"),
+        ("bad-type", {"guidance": "high"}, "guidance"),
+        ("bad-engine", {"engine": "no_such_engine"}, "engine"),
+    ],
+)
+def test_bad_input_fails_naming_the_field(main_worker, job_id, override, field):
+    main_worker.send(generate(job_id, **override))
+    result = wire.ResultMessage.from_header(main_worker.expect("result").header)
+    assert result.job_id == job_id and result.status == "failed"
+    assert result.error.code == "bad_input" and result.error.field == field, result.error
+
+
+def test_bad_reference_payload_fails_naming_the_reference(main_worker):
+    main_worker.send(generate("bad-ref", references=[{"width": 2, "height": 2, "channels": 3, "byte_length": 12}]), b"\0" * 5)
+    result = wire.ResultMessage.from_header(main_worker.expect("result").header)
+    assert result.status == "failed" and result.error.code == "bad_input" and result.error.field == "references[0]"
+
+
+def test_ping_is_answered_while_a_job_runs(main_worker):
+    main_worker.send(generate("busy-1", steps=40, width=128, height=128))
+    first = main_worker.expect("progress")
+    assert first.header["job_id"] == "busy-1"
+    main_worker.send({"type": "ping", "seq": 7})
+    sent = time.monotonic()
+    while True:
+        frame = main_worker.expect_any(JOB_TIMEOUT_S)
+        if frame.type == "pong":
+            break
+        assert frame.type == "progress", frame.header
+    pong = wire.PongMessage.from_header(frame.header)
+    assert pong.seq == 7 and pong.busy_job_id == "busy-1"
+    assert pong.last_progress_at is not None and abs(pong.last_progress_at / 1000 - time.time()) < 60
+    assert ENGINE in [e.engine for e in pong.residency.engines]
+    assert time.monotonic() - sent < 5  # answered by the reader thread, not after the job
+    main_worker.send({"type": "cancel", "job_id": "busy-1"})
+    assert main_worker.expect("result", skip=("progress", "pong")).header["status"] == "cancelled"
+
+
+def test_cancel_mid_run_stops_within_one_step(main_worker):
+    steps = 50
+    main_worker.send(generate("cancel-1", steps=steps, width=128, height=128))
+    main_worker.expect("progress")
+    main_worker.send({"type": "cancel", "job_id": "cancel-1"})
+    later_steps = []
+    while True:
+        frame = main_worker.expect_any(JOB_TIMEOUT_S)
+        if frame.type == "progress":
+            later_steps.append(frame.header["step"])
+            continue
+        if frame.type == "pong":
+            continue
+        break
+    result = wire.ResultMessage.from_header(frame.header)
+    assert result.job_id == "cancel-1" and result.status == "cancelled" and result.error.code == "cancelled"
+    # The cancel may cross one step in flight, and the step that notices it is reported: at most two.
+    assert len(later_steps) <= 2 and (not later_steps or later_steps[-1] < steps)
+    assert result.num_images == 0
+
+
+def test_cancel_of_a_queued_job_answers_it_at_once(main_worker):
+    main_worker.send(generate("runner", steps=30, width=128, height=128))
+    main_worker.send(generate("queued", steps=2))
+    main_worker.expect("progress")
+    main_worker.send({"type": "cancel", "job_id": "queued"})
+    results = {}
+    while len(results) < 2:
+        frame = main_worker.expect_any(JOB_TIMEOUT_S)
+        if frame.type == "result":
+            results[frame.header["job_id"]] = frame.header["status"]
+            if frame.header["job_id"] == "queued":
+                main_worker.send({"type": "cancel", "job_id": "runner"})
+    assert results == {"queued": "cancelled", "runner": "cancelled"}
+
+
+def test_unload_then_generate_loads_again(main_worker):
+    main_worker.send({"type": "unload", "engine": None})
+    main_worker.send({"type": "ping", "seq": 99})
+    deadline = time.monotonic() + 30
+    while True:  # the unload runs on the GPU thread; poll until the residency shows it
+        pong = wire.PongMessage.from_header(main_worker.expect("pong").header)
+        if not pong.residency.engines or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+        main_worker.send({"type": "ping", "seq": 100})
+    assert pong.residency.engines == []
+    _, result = main_worker.run_job("after-unload")
+    assert result.status == "succeeded" and result.timings.load_ms > 0
+
+
+def test_shutdown_exits_zero(main_worker):
+    main_worker.send({"type": "shutdown"})
+    assert main_worker.wait_exit() == wire.ExitCode.OK
+    assert main_worker.next(10) is None  # stdout closed after the last frame
+
+
+# ---- faults and other ends -----------------------------------------------------------------------
+
+
+def test_offline_oom_recovery_and_fatal_cuda(fleet):
+    worker = fleet["faults"]
+    ready = worker.wait_ready()
+    assert ENGINE in [e.engine for e in ready.engines]
+    _, result = worker.run_job("offline-1")
+    assert result.status == "succeeded"  # loaded and generated with every network path closed
+
+    _, result = worker.run_job("oom-1", prompt="a fox [oom]")
+    assert result.status == "failed" and result.error.code == "oom"
+    _, result = worker.run_job("after-oom")
+    assert result.status == "succeeded"
+
+    frames, result = worker.run_job("fatal-1", prompt="a fox [fatal]")
+    assert result.status == "failed" and result.error.code == "cuda_fatal"
+    assert "illegal memory access" in result.error.message
+    assert worker.wait_exit() == wire.ExitCode.CUDA_POISONED
+
+
+def test_sigterm_interrupts_the_job_and_exits_zero(fleet):
+    worker = fleet["sigterm"]
+    worker.wait_ready()
+    worker.send(generate("term-1", steps=50, width=128, height=128))
+    worker.expect("progress")
+    worker.proc.send_signal(signal.SIGTERM)
+    result = wire.ResultMessage.from_header(worker.expect("result", skip=("progress",)).header)
+    assert result.status == "cancelled" and "SIGTERM" in result.error.message
+    assert worker.wait_exit() == wire.ExitCode.OK
+
+
+def test_closing_stdin_makes_a_ready_worker_exit(fleet):
+    worker = fleet["eof"]
+    worker.wait_ready()
+    started = time.monotonic()
+    worker.proc.stdin.close()
+    assert worker.wait_exit(30) == wire.ExitCode.OK
+    assert time.monotonic() - started < 5  # well inside the grace period: nothing was running
+    assert "did not stop" not in worker.log()
+
+
+def test_hung_step_still_answers_pings_and_stdin_closing_ends_it(fleet):
+    worker = fleet["hang"]
+    worker.wait_ready()
+    worker.send(generate("hang-1", prompt="a fox [hang]"))
+    time.sleep(1.5)
+    worker.send({"type": "ping", "seq": 1})
+    pong = wire.PongMessage.from_header(worker.expect("pong", skip=("progress",)).header)
+    assert pong.busy_job_id == "hang-1"
+    # The job stopped reporting: last_progress_at stays in the past while pongs keep coming.
+    assert pong.last_progress_at is not None and pong.last_progress_at <= time.time() * 1000 - 1000
+    # The supervisor is gone: the stuck GPU thread is not waited for past the grace period.
+    started = time.monotonic()
+    worker.proc.stdin.close()
+    assert worker.wait_exit(30) == wire.ExitCode.OK
+    assert time.monotonic() - started < 15
+    assert "did not stop within 2 s" in worker.log()
+
+
+def test_stdin_closed_during_start_up_exits_at_once(demo_models_dir):
+    worker = WorkerProc("eof-start", demo_models_dir)
+    try:
+        worker.proc.stdin.close()
+        assert worker.wait_exit(30) == wire.ExitCode.OK
+    finally:
+        worker.kill()
+
+
+def test_pings_are_answered_during_start_up_and_garbage_exits_72(demo_models_dir):
+    worker = WorkerProc("garbage", demo_models_dir)
+    try:
+        worker.send({"type": "ping", "seq": 5})
+        pong = wire.PongMessage.from_header(worker.expect("pong", timeout=30).header)
+        assert pong.seq == 5 and pong.busy_job_id is None
+        worker.proc.stdin.write(b"\x00\x00\x00\x05\x00\x00\x00\x00{bad}")
+        worker.proc.stdin.flush()
+        assert worker.wait_exit(30) == wire.ExitCode.PROTOCOL_ERROR
+        assert "protocol error" in worker.log()
+    finally:
+        worker.kill()
+
+
+def test_unknown_message_type_exits_72(demo_models_dir):
+    worker = WorkerProc("unknown-type", demo_models_dir)
+    try:
+        worker.send({"type": "launch", "job_id": "x"})
+        assert worker.wait_exit(30) == wire.ExitCode.PROTOCOL_ERROR
+    finally:
+        worker.kill()
+
+
+def test_exit_fault_kills_the_worker_with_the_signal(fleet):
+    worker = fleet["segv"]
+    worker.wait_ready()
+    worker.send(generate("segv-1", prompt="a fox [segv]"))
+    assert worker.wait_exit(JOB_TIMEOUT_S) == -signal.SIGSEGV
+    frames = []
+    while (frame := worker.next(10)) is not None:
+        frames.append(frame)
+    assert "result" not in [f.type for f in frames]
