@@ -281,13 +281,31 @@ class ResidencyManager:
 
     @staticmethod
     def _tie(module: torch.nn.Module, source: torch.nn.Module, target: torch.device) -> None:
-        """Point module's tensors at source's tensors of the same name, shape and dtype; move the rest."""
-        shared = {qualified: slots[name] for _, slots, name, qualified in _own_tensors(source)}
+        """Point module's tensors at source's tensors of the same name, shape and dtype; move the rest.
+
+        Names are matched on their dotted suffix, because one class may nest the weights under a
+        prefix the other lacks (transformers 5's CLIPTextModel holds `embeddings.*` where
+        CLIPTextModelWithProjection holds `text_model.embeddings.*`); a suffix must be unambiguous.
+        """
+        by_suffix: dict[str, list[torch.Tensor]] = {}
+        for _, slots, name, qualified in _own_tensors(source):
+            parts = qualified.split(".")
+            for start in range(len(parts)):
+                by_suffix.setdefault(".".join(parts[start:]), []).append(slots[name])
         for _, slots, name, qualified in _own_tensors(module):
             tensor = slots[name]
-            other = shared.get(qualified)
-            if other is not None and other.shape == tensor.shape and other.dtype == tensor.dtype:
-                tensor.data = other.data
+            parts = qualified.split(".")
+            match = None
+            for start in range(len(parts)):
+                candidates = by_suffix.get(".".join(parts[start:]), [])
+                distinct = {c.data_ptr(): c for c in candidates}
+                if len(distinct) == 1:
+                    match = next(iter(distinct.values()))
+                    break
+                if len(distinct) > 1:
+                    break
+            if match is not None and match.shape == tensor.shape and match.dtype == tensor.dtype:
+                tensor.data = match.data
             elif tensor.device != target:
                 tensor.data = tensor.data.to(target)
 

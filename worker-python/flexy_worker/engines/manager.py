@@ -48,6 +48,7 @@ DEMO_MARKER_FILE = "flexyface-demo.json"  # written by demo_snapshots.py
 HUB_MANIFEST_FILE = "flexyface-manifest.json"  # written by the models CLI (libs/hub)
 PREVIEW_MAX_SIDE = 64
 MAX_REFERENCE_PIXELS = 16 * 1024 * 1024
+MAX_REFERENCE_ASPECT = 8  # Flux2ImageProcessor.check_image_input refuses more extreme images
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts [0, 2**64)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -379,10 +380,15 @@ class EngineManager:
         for index, image in enumerate(references):
             if not isinstance(image, PIL.Image.Image):
                 raise BadInput(f"reference {index} is not an image", field="references")
-            if min(image.size) < limits.size_multiple or image.width * image.height > MAX_REFERENCE_PIXELS:
+            if (
+                min(image.size) < limits.min_side
+                or image.width * image.height > MAX_REFERENCE_PIXELS
+                or max(image.size) > MAX_REFERENCE_ASPECT * min(image.size)
+            ):
                 raise BadInput(
                     f"reference {index} is {image.width}x{image.height}; each side must be at least "
-                    f"{limits.size_multiple} px and the image at most {MAX_REFERENCE_PIXELS} pixels",
+                    f"{limits.min_side} px, the aspect ratio at most {MAX_REFERENCE_ASPECT}:1 and the image "
+                    f"at most {MAX_REFERENCE_PIXELS} pixels",
                     field="references",
                 )
         return spec
