@@ -225,7 +225,7 @@ describe('idempotency', () => {
 
 describe('reference images (FLUX.2)', () => {
   it('accepts uploaded references and refuses URLs and non-images', async () => {
-    const ref = await sharp({ create: { width: 48, height: 32, channels: 3, background: '#884422' } }).png().toBuffer();
+    const ref = await sharp({ create: { width: 96, height: 80, channels: 3, background: '#884422' } }).png().toBuffer();
     const dataUri = `data:image/png;base64,${ref.toString('base64')}`;
     const res = await api(stack, 'POST', '/v1/generations', { prompt: 'with a reference', engine: 'flux2_dev_4bit', seed: 1, steps: 2, width: 64, height: 64, references: [dataUri, dataUri] }, { prefer: 'wait=120' });
     expect(res.status).toBe(200);
@@ -237,6 +237,10 @@ describe('reference images (FLUX.2)', () => {
     const fake = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux2_dev_4bit', references: [`data:image/png;base64,${Buffer.from('not an image').toString('base64')}`] });
     expect(fake.status).toBe(400);
     expect(fake.json.message).toMatch(/references\[0\]/);
+    const tiny = await sharp({ create: { width: 48, height: 32, channels: 3, background: '#884422' } }).png().toBuffer();
+    const small = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux2_dev_4bit', references: [`data:image/png;base64,${tiny.toString('base64')}`] });
+    expect(small.status).toBe(400);
+    expect(small.json.message).toMatch(/references\[0\].*64/);
     const notFlux2 = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux1_dev', references: [dataUri] });
     expect(notFlux2.status).toBe(400);
     expect(notFlux2.json.message).toMatch(/references/);
