@@ -96,3 +96,36 @@ describe('determinism and formats', () => {
     expect((await api(stack, 'GET', '/v1/generations/../../etc/passwd')).status).toBe(404);
   });
 });
+
+describe('live state', () => {
+  it('/v1/engines lists every engine as available on demo weights, with the worker that serves it', async () => {
+    const res = await api(stack, 'GET', '/v1/engines');
+    expect(res.status).toBe(200);
+    expect(res.json.engines.map((e: { id: string }) => e.id)).toEqual([...ENGINE_IDS]);
+    for (const e of res.json.engines) {
+      expect(e).toMatchObject({ available: true, weights: { state: 'demo', fix: null } });
+      expect(e.workers).toHaveLength(1);
+      expect(e.limits.sizeMultiple).toBe(ENGINE_CATALOG[e.id as keyof typeof ENGINE_CATALOG].limits.sizeMultiple);
+    }
+    const flux1 = res.json.engines.find((e: { id: string }) => e.id === 'flux1_dev');
+    expect(flux1.typical_s_per_step).toBeGreaterThan(0);
+  });
+
+  it('/health/ready reports Redis, the database and a ready worker', async () => {
+    const res = await api(stack, 'GET', '/health/ready');
+    expect(res.status).toBe(200);
+    expect(res.json.checks).toEqual({ redis: true, database: true, workers: true });
+    expect(res.json.workers[0].state).toMatch(/ready|busy/);
+  });
+
+  it('/metrics speaks the Prometheus text format with queue, worker and phase series', async () => {
+    const res = await fetch(`${stack.url}/metrics`);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    const text = await res.text();
+    expect(text).toMatch(/^# TYPE flexy_queue_jobs gauge$/m);
+    expect(text).toMatch(/^flexy_queue_jobs\{queue="generation",state="completed"\} \d+$/m);
+    expect(text).toMatch(/^flexy_worker_up\{worker="[^"]+",state="(ready|busy)"\} 1$/m);
+    expect(text).toMatch(/^flexy_generation_phase_seconds_mean\{engine="flux1_dev",phase="denoise"\} [\d.e-]+$/m);
+    expect(text).toMatch(/^flexy_generations\{engine="flux1_dev",status="succeeded"\} \d+$/m);
+  });
+});
