@@ -1,0 +1,206 @@
+"""The fast paths' configuration and numerics, on tiny shapes on the CPU (the FP8 arithmetic is the
+same on the CPU, dequantized, as what torch._scaled_mm does on the GPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from flexy_worker import acceleration as acc
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+# ---- configuration ------------------------------------------------------------------------------
+
+
+def test_parse_options_and_table():
+    path = acc.parse_options("fp8+compile+sdpa=cudnn+cache=0.1")
+    assert path == acc.FastPath(compile=True, fp8="row", sdpa="cudnn", step_cache=0.1)
+    assert path.describe() == "fp8+compile+sdpa=cudnn+cache=0.1"
+    assert acc.parse_options("fp8=tensor").fp8 == "tensor"
+    assert acc.parse_options("compile=max-autotune-no-cudagraphs").compile_mode == "max-autotune-no-cudagraphs"
+    assert not acc.parse_options("off").enabled()
+
+    table = acc.parse_fast_path("flux2_dev_4bit:fp8+compile, flux1_dev:compile ,*:sdpa=flash")
+    assert table["flux2_dev_4bit"].fp8 == "row" and table["flux2_dev_4bit"].compile
+    assert table["flux1_dev"] == acc.FastPath(compile=True)
+    env = {acc.FAST_PATH_ENV: "flux1_dev:compile,*:sdpa=flash"}
+    assert acc.fast_path_for("flux1_dev", env).compile
+    assert acc.fast_path_for("sd3_medium", env).sdpa == "flash"
+    assert not acc.fast_path_for("sd3_medium", {}).enabled()
+
+
+@pytest.mark.parametrize("bad", ["fp8=int4", "warp", "sdpa=sage", "cache=2"])
+def test_parse_rejects_unknown(bad):
+    with pytest.raises(ValueError):
+        acc.parse_options(bad)
+    with pytest.raises(ValueError):
+        acc.parse_fast_path("no-colon")
+
+
+def test_resolve_on_cpu_keeps_only_what_applies():
+    assert acc.parse_options("fast").resolve("cpu") == acc.FastPath(compile=True)
+    assert acc.parse_options("fp8+sdpa=cudnn+cache=0.05").resolve("cpu") == acc.FastPath(step_cache=0.05)
+    assert not acc.fp8_supported("cpu")
+
+
+# ---- FP8 numerics -------------------------------------------------------------------------------
+
+
+def test_quantize_fp8_row_roundtrip():
+    torch.manual_seed(0)
+    w = torch.randn(64, 128)
+    w[::7] *= 1e-3  # rows of very different magnitude: row-wise scales keep the small ones
+    q, scale = acc.quantize_fp8(w, "row")
+    assert q.dtype == torch.float8_e4m3fn and scale.shape == (64, 1) and scale.dtype == torch.float32
+    back = q.float() * scale
+    assert rel_err(back, w) < 0.04
+    small = slice(0, None, 7)
+    assert rel_err(back[small], w[small]) < 0.04
+    q_t, scale_t = acc.quantize_fp8(w, "tensor")
+    assert scale_t.shape == ()
+    # one scale for the whole tensor flushes the small rows' low bits: much worse there
+    assert rel_err(q_t.float()[small] * scale_t, w[small]) > rel_err(back[small], w[small])
+    assert float(q.float().abs().max()) <= acc.FP8_MAX
+
+
+@pytest.mark.parametrize("granularity", ["row", "tensor"])
+def test_fp8_linear_matches_dense(granularity):
+    torch.manual_seed(1)
+    x = torch.randn(3, 10, 64, dtype=torch.bfloat16)
+    w = torch.randn(48, 64) / 8
+    b = torch.randn(48)
+    layer = acc.FP8Linear.from_weight(w, b, granularity)
+    out = layer(x)
+    ref = x.float() @ w.t() + b
+    assert out.shape == (3, 10, 48) and out.dtype == torch.bfloat16
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < 0.06
+
+
+def test_fp8_linear_per_token_scales_keep_small_tokens():
+    torch.manual_seed(2)
+    x = torch.randn(8, 64)
+    x[0] *= 1e-4  # one quiet token among loud ones
+    w = torch.randn(32, 64) / 8
+    out = acc.fp8_linear(x, *acc.quantize_fp8(w, "row"), None, "row", torch.float32)
+    assert rel_err(out[0], x[0] @ w.t()) < 0.06
+
+
+def _tiny_flux2():
+    from diffusers import Flux2Transformer2DModel
+
+    torch.manual_seed(3)
+    return Flux2Transformer2DModel(
+        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
+        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=16, mlp_ratio=3.0,
+        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=True,
+    ).eval()  # fmt: skip
+
+
+def _flux2_inputs(seed: int = 4, timestep: float = 0.5):
+    g = torch.Generator().manual_seed(seed)
+    tokens, text = 16, 8
+    img_ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(4.0), torch.arange(4.0), torch.zeros(1), indexing="ij"), -1).reshape(-1, 4)
+    return {
+        "hidden_states": torch.randn(1, tokens, 16, generator=g),
+        "encoder_hidden_states": torch.randn(1, text, 32, generator=g),
+        "timestep": torch.tensor([timestep]),
+        "guidance": torch.tensor([4.0]),
+        "img_ids": img_ids,
+        "txt_ids": torch.zeros(text, 4),
+        "return_dict": False,
+    }
+
+
+def test_convert_to_fp8_tiny_flux2_blocks_only():
+    model = _tiny_flux2()
+    inputs = _flux2_inputs()
+    with torch.no_grad():
+        ref = model(**inputs)[0]
+    dtype_before = model.dtype
+    blocks = acc.repeated_blocks(model)
+    assert len(blocks) == 3
+    eligible = sum(1 for b in blocks for m in b.modules() if type(m) is nn.Linear)
+    report = acc.convert_to_fp8(model, "row")
+    assert report["fp8_layers"] == eligible > 0
+    assert report["fp8_bytes_after"] < report["fp8_bytes_before"] / 3  # fp32 -> fp8 plus row scales
+    assert model.dtype == dtype_before  # the pipeline reads the model dtype for its latents
+    assert not any(type(m) is nn.Linear for b in blocks for m in b.modules())
+    assert type(model.x_embedder) is nn.Linear and type(model.proj_out) is nn.Linear  # outside the blocks
+    with torch.no_grad():
+        out = model(**inputs)[0]
+    assert torch.isfinite(out).all()
+    assert rel_err(out, ref) < 0.05
+
+
+def test_compile_repeated_blocks_marks_each_block():
+    model = _tiny_flux2()
+    assert acc.repeated_block_classes(model) == ("Flux2TransformerBlock", "Flux2SingleTransformerBlock")
+    assert acc.compile_repeated_blocks(model) == 3
+    assert all(getattr(b, "_compiled_call_impl", None) is not None for b in acc.repeated_blocks(model))
+
+
+def test_fallback_block_lists():
+    from diffusers import SD3Transformer2DModel
+
+    sd3 = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                                num_attention_heads=2, joint_attention_dim=16, caption_projection_dim=16,
+                                pooled_projection_dim=16, out_channels=4, pos_embed_max_size=8)  # fmt: skip
+    assert len(acc.repeated_blocks(sd3)) == 2
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_step_cache_skips_and_resets(compiled):
+    model = _tiny_flux2()
+    full = _tiny_flux2()  # same seed, same weights, no cache
+    assert acc.enable_step_cache(model, threshold=0.5)
+    if compiled:  # the skip decision stays outside the compiled blocks (not run here: marks only)
+        acc.compile_repeated_blocks(model)
+        for block in acc.repeated_blocks(model):
+            block._compiled_call_impl = None
+    calls = {"n": 0}
+    model.single_transformer_blocks[-1].register_forward_pre_hook(lambda *a: calls.__setitem__("n", calls["n"] + 1))
+    with torch.no_grad():
+        first = model(**_flux2_inputs(timestep=0.9))[0]
+        assert calls["n"] == 1 and torch.equal(first, full(**_flux2_inputs(timestep=0.9))[0])
+        # nearly the same input a little later in the schedule: the first block barely changes
+        second = model(**_flux2_inputs(timestep=0.899))[0]
+        assert calls["n"] == 1  # the rest was skipped
+        assert rel_err(second, full(**_flux2_inputs(timestep=0.899))[0]) < 0.05
+        # a very different input: computed in full
+        model(**_flux2_inputs(seed=9, timestep=0.898))
+        assert calls["n"] == 2
+        # a new image starts (the timestep goes up): reset, computed in full even for the same input
+        model(**_flux2_inputs(seed=9, timestep=0.95))
+        assert calls["n"] == 3
+    assert acc.step_cache_stats(model) == {"calls": 4, "skipped": 1}
+    assert [name for name, _ in model.named_modules()] == [name for name, _ in full.named_modules()]
+
+
+def test_step_cache_unsupported_for_unet():
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel(sample_size=8, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+                                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=8,
+                                attention_head_dim=2)  # fmt: skip
+    assert not acc.enable_step_cache(unet, 0.1)
+    assert len(acc.repeated_blocks(unet)) == 4  # BasicTransformerBlock: down 1, up 2, mid 1
+    assert acc.compile_repeated_blocks(unet) == 4 + 8  # and the ResNet blocks (down 2, mid 2, up 4)
+
+
+def test_apply_fast_path_on_cpu_reports_what_applied():
+    class Pipe:
+        pass
+
+    pipe = Pipe()
+    pipe.transformer = _tiny_flux2()
+    report = acc.apply_fast_path(pipe, acc.parse_options("fp8+compile"), "flux2_dev_4bit")
+    assert report.asked == "fp8+compile" and report.applied == "compile"
+    assert report.details["compiled_blocks"] == 3
+    assert acc.accelerate_engine(pipe, type("S", (), {"id": "x"})(), env={}) is None
