@@ -102,6 +102,26 @@ describe('sandbox runs', () => {
   });
 });
 
+describe('sandbox run events', () => {
+  it('merges every engine of the run into one stream, tagged by engine, ending with done; resumable', async () => {
+    const created = await api(stack, 'POST', '/v1/sandbox-runs', { prompt: 'merged', seed: 5, steps: 3, width: 64, height: 64, engines: ['flux1_dev', 'realvis_xl'] });
+    const url = `${stack.url}/v1/sandbox-runs/${created.json.id}/events`;
+    const all = await readSse(url, { until: (m) => m.event === 'done' });
+    for (const engine of ['flux1_dev', 'realvis_xl']) {
+      const mine = all.messages.filter((m) => m.data.engine === engine);
+      expect(mine.filter((m) => m.event === 'progress').map((m) => m.data.step)).toEqual([1, 2, 3]);
+      expect(mine[mine.length - 1].event).toBe('succeeded');
+    }
+    const done = all.messages[all.messages.length - 1];
+    expect(done.event).toBe('done');
+    expect(done.data.status).toBe('completed');
+    const resumed = await readSse(url, { lastEventId: all.messages[2].id!, until: (m) => m.event === 'done' });
+    expect(resumed.messages.map((m) => `${m.event}:${m.data.engine ?? ''}:${m.data.step ?? ''}`)).toEqual(
+      all.messages.slice(3).map((m) => `${m.event}:${m.data.engine ?? ''}:${m.data.step ?? ''}`),
+    );
+  });
+});
+
 describe('live progress over Server-Sent Events', () => {
   it('streams queued, running, progress 1..N and succeeded in order, and resumes from Last-Event-ID', async () => {
     const created = await api(stack, 'POST', '/v1/generations', { prompt: 'sse', engine: 'sd3_medium', seed: 5, steps: 8, width: 64, height: 64 });

@@ -6,6 +6,7 @@ import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
+import { AdminModule } from './admin/admin.module';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { IdempotencyService } from './auth/idempotency.service';
 import { QuotaService } from './auth/quota.service';
@@ -36,6 +37,7 @@ function failFastRedis(): IORedis {
     PersistenceModule.forRoot(config.databaseUrl),
     BullModule.forRootAsync({ useFactory: () => ({ connection: failFastRedis() }) }),
     BullModule.registerQueue({ name: QueueName.Generation }),
+    AdminModule,
   ],
   controllers: [GenerationsController, PromptPicsController, SandboxRunsController, BatchesController, EnginesController, HealthController],
   providers: [

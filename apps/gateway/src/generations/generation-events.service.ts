@@ -5,24 +5,32 @@ import type { Response } from 'express';
 import type Redis from 'ioredis';
 
 const BLOCK_MS = 15_000;
-/** Stream ids look like 1700000000000-0; anything else in Last-Event-ID restarts from the beginning. */
 const STREAM_ID = /^\d+-\d+$/;
 
-export interface SseEvent {
-  id: string;
-  event: GenerationEvent;
+/** One generation's events as a client sees them; `source` names the generation when several are merged. */
+export interface EventSource {
+  generationId: string;
+  /** Added to each event's data (e.g. the engine, in a sandbox run). */
+  label?: Record<string, string>;
+  /** The terminal event rebuilt from the database, for streams that expired. */
+  fallback: () => Promise<GenerationEvent | null>;
 }
 
+type XreadReply = Array<[string, Array<[string, string[]]>]> | null;
+
 /**
- * Serves a generation's Redis event stream as Server-Sent Events: replays from Last-Event-ID, then
- * follows live until a terminal event. When the stream has expired, `fallback` supplies the final
- * event from the database, so a late client gets its answer at once and never hangs.
+ * Serves generations' Redis event streams as Server-Sent Events: replays from Last-Event-ID, then
+ * follows live until every source has sent its terminal event. An expired stream is answered from
+ * the database at once, so a late client gets its answer and never hangs.
+ *
+ * Event ids: a single source uses the Redis entry id itself; several sources use one cursor per
+ * source, joined with '~' in source order, so a resumed connection continues each stream exactly.
  */
 @Injectable()
 export class GenerationEventsService {
   constructor(@Inject(REDIS) private readonly redis: Redis) {}
 
-  async stream(id: string, lastEventId: string | undefined, res: Response, fallback: () => Promise<GenerationEvent | null>) {
+  async stream(sources: EventSource[], lastEventId: string | undefined, res: Response, onAllDone?: () => Promise<object>) {
     res.status(200).set({
       'Content-Type': 'text/event-stream',
       'Cache-Control': 'no-cache, no-transform',
@@ -30,7 +38,26 @@ export class GenerationEventsService {
       'X-Accel-Buffering': 'no',
     });
     res.flushHeaders();
-    const send = ({ id: eventId, event }: SseEvent) => res.write(`id: ${eventId}\nevent: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`);
+    const cursors = parseCursors(lastEventId, sources.length);
+    const done = sources.map(() => false);
+    const eventId = () => cursors.join('~');
+    const send = (id: string, type: string, data: object) => res.write(`id: ${id}\nevent: ${type}\ndata: ${JSON.stringify(data)}\n\n`);
+    const emit = (i: number, event: GenerationEvent) => {
+      send(eventId(), event.type, { ...event, ...(sources.length > 1 ? { generation_id: sources[i].generationId } : {}), ...sources[i].label });
+      if (TERMINAL_EVENT_TYPES.has(event.type)) done[i] = true;
+    };
+    // A terminal state whose events expired (or never existed) is answered from the record.
+    const finishExpired = async () => {
+      const exists = await Promise.all(sources.map((s, i) => (done[i] ? 1 : this.redis.exists(generationEventsKey(s.generationId)))));
+      for (const [i, s] of sources.entries()) {
+        if (done[i] || exists[i]) continue;
+        const final = await s.fallback();
+        if (final && TERMINAL_EVENT_TYPES.has(final.type)) {
+          cursors[i] = 'final';
+          emit(i, final);
+        }
+      }
+    };
 
     // A blocking XREAD needs a connection of its own.
     const reader = this.redis.duplicate({ enableOfflineQueue: true, maxRetriesPerRequest: null });
@@ -39,37 +66,41 @@ export class GenerationEventsService {
       closed = true;
       reader.disconnect();
     });
-    let cursor = lastEventId && STREAM_ID.test(lastEventId) ? lastEventId : '0-0';
-    const finishFromRecord = async () => {
-      const final = await fallback();
-      if (!final || !TERMINAL_EVENT_TYPES.has(final.type)) return false;
-      send({ id: 'final', event: final });
-      return true;
-    };
     try {
-      if (!(await this.redis.exists(generationEventsKey(id))) && (await finishFromRecord())) return;
-      for (;;) {
-        if (closed) return;
-        const batch = (await reader.xread('BLOCK', BLOCK_MS, 'STREAMS', generationEventsKey(id), cursor)) as
-          | Array<[string, Array<[string, string[]]>]>
-          | null;
-        const entries = batch?.[0]?.[1] ?? [];
-        if (entries.length === 0) {
-          // Nothing new: the run is still going (keep the connection alive) unless the events expired.
-          if (!(await this.redis.exists(generationEventsKey(id))) && (await finishFromRecord())) return;
-          res.write(': keep-alive\n\n');
+      await finishExpired();
+      while (!closed && done.some((d) => !d)) {
+        const open = sources.map((_, i) => i).filter((i) => !done[i]);
+        const reply = (await reader.xread(
+          'BLOCK',
+          BLOCK_MS,
+          'STREAMS',
+          ...open.map((i) => generationEventsKey(sources[i].generationId)),
+          ...open.map((i) => cursors[i]),
+        )) as XreadReply;
+        if (!reply) {
+          await finishExpired();
+          if (done.some((d) => !d)) res.write(': keep-alive\n\n');
           continue;
         }
-        for (const [entryId, fields] of entries) {
-          cursor = entryId;
-          const event = JSON.parse(fields[fields.indexOf('event') + 1]) as GenerationEvent;
-          send({ id: entryId, event });
-          if (TERMINAL_EVENT_TYPES.has(event.type)) return;
+        for (const [key, entries] of reply) {
+          const i = open.find((j) => generationEventsKey(sources[j].generationId) === key)!;
+          for (const [entryId, fields] of entries) {
+            if (done[i]) break;
+            cursors[i] = entryId;
+            emit(i, JSON.parse(fields[fields.indexOf('event') + 1]) as GenerationEvent);
+          }
         }
       }
+      if (!closed && onAllDone) send(eventId(), 'done', await onAllDone());
     } finally {
       reader.disconnect();
       if (!closed) res.end();
     }
   }
+}
+
+/** Cursors from a Last-Event-ID; anything unreadable restarts that source from the beginning. */
+function parseCursors(lastEventId: string | undefined, count: number): string[] {
+  const parts = (lastEventId ?? '').split('~');
+  return Array.from({ length: count }, (_, i) => (STREAM_ID.test(parts[i] ?? '') ? parts[i] : '0-0'));
 }

@@ -82,7 +82,7 @@ export class GenerationsController {
   async stream(@Param('id') id: string, @Headers('last-event-id') lastEventId: string | undefined, @Res() res: Response) {
     if (!ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
     await this.service.get(id); // 404 before the stream opens
-    await this.events.stream(id, lastEventId, res, () => this.service.finalEvent(id));
+    await this.events.stream([{ generationId: id, fallback: () => this.service.finalEvent(id) }], lastEventId, res);
   }
 
   @Get(':id/image')

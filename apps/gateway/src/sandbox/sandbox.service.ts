@@ -54,6 +54,14 @@ export class SandboxService {
     return { id };
   }
 
+  /** The run's generations in engine order; 404 for an unknown run. */
+  async members(id: string): Promise<Array<{ id: string; engine: string }>> {
+    const run = await this.prisma.client.sandboxRun.findUnique({ where: { id }, include: { generations: { select: { id: true, engine: true } } } });
+    if (!run) throw new NotFoundException(`sandbox run ${id} not found`);
+    const order = run.engines as unknown as string[];
+    return [...run.generations].sort((a, b) => order.indexOf(a.engine) - order.indexOf(b.engine));
+  }
+
   /** Waits until every generation of the run is terminal (or the deadline passes). */
   async waitForRun(id: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
