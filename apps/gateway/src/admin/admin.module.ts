@@ -2,6 +2,7 @@ import { Module, type MiddlewareConsumer, type NestModule } from '@nestjs/common
 import { loadConfig } from '@flexy/config';
 import { AdminApiController } from './admin-api.controller';
 import { AdminAssetsController } from './admin-assets.controller';
+import { AdminFormBodyMiddleware } from './admin-form-body.middleware';
 import { AdminHeadersMiddleware } from './admin-headers.middleware';
 import { AdminPagesController } from './admin-pages.controller';
 import { ADMIN_CREDENTIALS, loadAdminCredentials } from './auth/admin-credentials';
@@ -44,5 +45,6 @@ import { WorkerStatusReader } from './workers/worker-status.reader';
 export class AdminModule implements NestModule {
   configure(consumer: MiddlewareConsumer): void {
     consumer.apply(AdminHeadersMiddleware).forRoutes(AdminAuthController, AdminPagesController, AdminApiController, AdminAssetsController);
+    consumer.apply(AdminFormBodyMiddleware).forRoutes(AdminAuthController, AdminApiController);
   }
 }

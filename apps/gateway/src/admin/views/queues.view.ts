@@ -51,7 +51,7 @@ export function queuesLive(ctx: PageContext, summaries: QueueSummary[], pages: M
       (state) => html`<a class="tile${page.state === state ? ' current' : ''}" href="?state=${state}" data-state="${state}">
         <span class="n" data-count="${state}">${fmtCount(q.counts[state])}</span><span class="label">${state}</span></a>`,
     );
-    return html`<section class="queue" data-queue="${q.name}" data-paused="${q.paused}">
+    return html`<section class="queue" data-queue="${q.name}" data-paused="${String(q.paused)}">
       <header class="queue-head">
         <h2>${q.name}</h2>
         ${q.paused ? html`<span class="badge st-paused" data-queue-state>paused</span>` : html`<span class="badge st-running" data-queue-state>running</span>`}
