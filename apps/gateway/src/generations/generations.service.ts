@@ -58,8 +58,6 @@ export class GenerationsService {
     if (dto.references?.length) payload.references = await storeReferences(this.images, payload.generationId, dto.references);
     await this.quota.reserveJobs(link.apiKey ?? null, [payload.generationId]);
     const [record] = await this.enqueue([payload], link);
-    const position = await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null);
-    await appendGenerationEvent(this.redis, record.id, { type: 'queued', position }).catch(() => undefined);
     return record;
   }
 
@@ -112,6 +110,9 @@ export class GenerationsService {
         webhookUrl: p.webhookUrl,
       })),
     );
+    // The 'queued' event goes first so no worker's 'running' can precede it in the stream.
+    const ahead = payloads.length === 1 ? await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null) : null;
+    await Promise.all(payloads.map((p) => appendGenerationEvent(this.redis, p.generationId, { type: 'queued', position: ahead }))).catch(() => undefined);
     try {
       await this.queue.addBulk(
         payloads.map((p) => ({
@@ -130,7 +131,11 @@ export class GenerationsService {
     } catch (err) {
       const ids = payloads.map((p) => p.generationId);
       await this.quota.releaseJobs(link.apiKey?.id ?? null, ids);
-      for (const id of ids) await this.generations.markFailed(id, { code: 'queue_unavailable', message: (err as Error).message, field: null });
+      const error = { code: 'queue_unavailable', message: (err as Error).message, field: null };
+      for (const id of ids) {
+        await this.generations.markFailed(id, error);
+        await appendGenerationEvent(this.redis, id, { type: 'failed', error }).catch(() => undefined);
+      }
       this.logger.error(`queueing ${ids.length} job(s) failed: ${(err as Error).message}`);
       throw new ServiceUnavailableException({ statusCode: 503, message: 'the job queue is unavailable; retry shortly', retry_after_s: 2 });
     }
