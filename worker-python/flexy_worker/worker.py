@@ -17,7 +17,7 @@ steps), one ``image`` frame per image (raw RGB8 payload), then ``result``.
 Ends of the process:
 
 * ``shutdown`` message: the running job finishes, queued jobs are answered ``cancelled``, exit 0;
-* SIGTERM: the running job is interrupted at its next step (answered ``cancelled``), exit 0;
+* SIGTERM (or SIGINT): the running job is interrupted at its next step (answered ``cancelled``), exit 0;
 * stdin EOF (the supervisor is gone): the same, and if the GPU thread is stuck in a step it is not
   waited for longer than ``FLEXY_WORKER_EOF_GRACE_S`` seconds (default 30): an orphaned worker must not
   hold the GPU. EOF before ``ready`` exits at once;
@@ -38,7 +38,9 @@ through the same classification path as a real error:
 * ``FLEXY_FAULT_HANG_ON_JOB=<substring>``: sleeps forever inside the step (a hung kernel: pongs keep
   coming, ``last_progress_at`` stops moving);
 * ``FLEXY_FAULT_EXIT_ON_JOB=<substring>:<code|SIGNAME>``: exits mid-job with that code, or kills itself
-  with that signal (e.g. ``SIGSEGV``), without sending a result.
+  with that signal (e.g. ``SIGSEGV``), without sending a result;
+* ``FLEXY_FAULT_OOM_ON_PRELOAD=<engine id>``: loading that engine of the preload set raises
+  ``torch.cuda.OutOfMemoryError`` (so the worker exits 71).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ FAULT_ENV = {
     "cuda_fatal": "FLEXY_FAULT_CUDA_FATAL_ON_JOB",
     "hang": "FLEXY_FAULT_HANG_ON_JOB",
     "exit": "FLEXY_FAULT_EXIT_ON_JOB",
+    "preload_oom": "FLEXY_FAULT_OOM_ON_PRELOAD",
 }
 TEXT_ENCODER_MODES = ("local", "remote", "auto")
 EOF_GRACE_ENV = "FLEXY_WORKER_EOF_GRACE_S"
@@ -131,6 +134,7 @@ class Faults:
     hang: str | None = None
     exit_on: str | None = None
     exit_with: str | None = None
+    preload_oom: str | None = None
 
     @staticmethod
     def from_env(env: dict[str, str]) -> "Faults":
@@ -141,10 +145,16 @@ class Faults:
             if not sep or not exit_on:
                 raise ValueError(f"{FAULT_ENV['exit']} must be <prompt substring>:<exit code|SIGNAME>, got {raw_exit!r}")
         return Faults(env.get(FAULT_ENV["oom"]) or None, env.get(FAULT_ENV["cuda_fatal"]) or None,
-                      env.get(FAULT_ENV["hang"]) or None, exit_on, exit_with)
+                      env.get(FAULT_ENV["hang"]) or None, exit_on, exit_with, env.get(FAULT_ENV["preload_oom"]) or None)
 
     def any(self) -> bool:
-        return any((self.oom, self.cuda_fatal, self.hang, self.exit_on))
+        return any((self.oom, self.cuda_fatal, self.hang, self.exit_on, self.preload_oom))
+
+    def fire_on_preload(self, engine: str) -> None:
+        if self.preload_oom == engine:
+            import torch
+
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory while loading {engine} (injected fault)")
 
     def fire(self, prompt: str) -> None:
         """Called inside a step: raises, hangs or exits when the prompt matches a configured fault."""
@@ -652,6 +662,7 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     faults = Faults.from_env(dict(os.environ))
     worker = Worker(None, wire.FrameWriter(proto_out), device=config.device, faults=faults, budget_bytes=0, errors=None)
     signal.signal(signal.SIGTERM, worker.on_signal)
+    signal.signal(signal.SIGINT, worker.on_signal)  # Ctrl-C in a terminal: the same orderly stop
     # The reader starts before the slow imports: pings are answered and a dead supervisor is noticed
     # during start-up too.
     threading.Thread(target=worker.read_loop, args=(wire.FrameReader(proto_in),), name="frame-reader", daemon=True).start()
@@ -680,7 +691,7 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     for engine in config.preload:
         if worker.stop_requested():
             break
-        code = _preload(manager, engine, errors)
+        code = _preload(manager, engine, errors, faults)
         if code is not None:
             return code
     if worker.stop_requested():  # shutdown, SIGTERM during start-up: no point announcing readiness
@@ -719,9 +730,10 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _preload(manager: Any, engine: str, errors: Any) -> int | None:
+def _preload(manager: Any, engine: str, errors: Any, faults: Faults) -> int | None:
     started = time.perf_counter()
     try:
+        faults.fire_on_preload(engine)
         manager.load(engine)
     except Exception as exc:
         err = exc if isinstance(exc, errors.WorkerError) else _classify(errors, exc)

@@ -154,6 +154,7 @@ def fleet(demo_models_dir):
         "eof": {},
         "hang": dict(env={"FLEXY_FAULT_HANG_ON_JOB": "[hang]", "FLEXY_WORKER_EOF_GRACE_S": "2"}),
         "segv": dict(env={"FLEXY_FAULT_EXIT_ON_JOB": "[segv]:SIGSEGV"}),
+        "preload_oom": dict(env={"FLEXY_FAULT_OOM_ON_PRELOAD": ENGINE}, args=["--preload", ENGINE]),
     }
     workers = {name: WorkerProc(name, demo_models_dir, **spec) for name, spec in specs.items()}
     yield workers
@@ -429,3 +430,26 @@ def test_exit_fault_kills_the_worker_with_the_signal(fleet):
     while (frame := worker.next(10)) is not None:
         frames.append(frame)
     assert "result" not in [f.type for f in frames]
+
+
+def test_oom_while_preloading_exits_71(fleet):
+    worker = fleet["preload_oom"]
+    assert worker.wait_exit(START_TIMEOUT_S) == wire.ExitCode.PRELOAD_OOM
+    assert worker.next(10) is None  # no ready was sent
+    assert "out of memory while preloading" in worker.log()
+
+
+def test_nothing_but_frames_reaches_the_protocol_stdout():
+    # Python prints and C-level writes to fd 1 after the switch must land on stderr.
+    script = (
+        "import os\n"
+        "from flexy_worker.__main__ import _isolate_stdout\n"
+        "proto = _isolate_stdout()\n"
+        "print('python noise', flush=True)\n"
+        "os.write(1, b'c noise\\n')\n"
+        "proto.write(b'FRAME'); proto.flush()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=WORKER_ROOT, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == b"FRAME"
+    assert b"python noise" in done.stderr and b"c noise" in done.stderr
