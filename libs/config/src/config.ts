@@ -19,6 +19,14 @@ export interface AppConfig {
   workerPreload: string[];
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /** How long a worker being stopped (hang, deadline) gets between SIGTERM and SIGKILL. */
+  workerKillGraceMs: number;
+  /** On SIGTERM, how long the supervisor lets running jobs finish before it puts them back in the queue. */
+  supervisorGraceMs: number;
+  /** BullMQ job lock: a supervisor that stops renewing it (crash, freeze) loses its jobs to the others after this long. */
+  queueLockDurationMs: number;
+  /** How often each supervisor looks for jobs whose lock expired, to put them back in the queue. */
+  queueStalledIntervalMs: number;
   /** How long POST /generate waits for its image before answering 504 with the job id. */
   syncWaitMs: number;
   /** Anonymous calls allowed: only on loopback (the embedded default), and it says so at start. */
@@ -64,6 +72,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerPreload: (env.WORKER_PRELOAD || '').split(',').filter(Boolean),
     heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
     heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
+    workerKillGraceMs: int(env, 'WORKER_KILL_GRACE_MS', 3000),
+    supervisorGraceMs: int(env, 'SUPERVISOR_GRACE_MS', 20_000),
+    queueLockDurationMs: int(env, 'QUEUE_LOCK_DURATION_MS', 30_000),
+    queueStalledIntervalMs: int(env, 'QUEUE_STALLED_INTERVAL_MS', 15_000),
     syncWaitMs: int(env, 'SYNC_WAIT_MS', 300_000),
     openAccess: authMode === 'open',
     webhookSecret: env.WEBHOOK_SECRET || 'flexyface-dev-webhook-secret',
