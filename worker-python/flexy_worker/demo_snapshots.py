@@ -669,6 +669,10 @@ def build_all(models_dir: Path, engines: list[str] | None = None, force: bool = 
 
 def quiet_libraries() -> None:
     """No hub, no progress bars, no load reports: the builder's own output is the useful part."""
+    import logging
+
+    # bitsandbytes warns at import that its optional CPU kernels package is absent; 4-bit is GPU-only here.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -80,6 +81,20 @@ def content_key(
     return "sha256:" + hashlib.sha256("\n".join(digests).encode()).hexdigest()
 
 
+# Keys of config.json that name tools and versions rather than the architecture.
+_CONFIG_NOISE = {"_name_or_path", "_diffusers_version", "transformers_version", "architectures", "dtype", "torch_dtype"}
+
+
+def config_digest(folder: Path) -> str | None:
+    """sha256 of a component's config.json without its tool/version keys: identical weights are only
+    the same module when the architecture around them is the same too."""
+    path = folder / "config.json"
+    if not path.exists():
+        return None
+    config = {k: v for k, v in json.loads(path.read_text(encoding="utf-8")).items() if k not in _CONFIG_NOISE}
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
 def _own_tensors(module: torch.nn.Module):
     """(owning submodule, slot dict, attribute name, qualified name) for every parameter and buffer."""
     for prefix, submodule in module.named_modules(remove_duplicate=False):
@@ -114,6 +129,7 @@ class Component:
     location: str = HOST
     last_used: int = 0
     users: dict[str, set[str]] = field(default_factory=dict)  # engine -> component names there
+    configs: dict[int, str | None] = field(default_factory=dict)  # id(module) -> config digest
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.primary, *self.aliases]
@@ -137,13 +153,14 @@ class ResidencyManager:
 
     # ---- identity -----------------------------------------------------------------------------
 
-    def shareable(self, key: str | None, cls: type) -> torch.nn.Module | None:
-        """A resident module with these weights and exactly this class, to pass as an override."""
+    def shareable(self, key: str | None, cls: type, config: str | None) -> torch.nn.Module | None:
+        """A resident module with these weights, exactly this class and this config digest, to pass
+        to from_pretrained as an override."""
         component = self._components.get(key) if key else None
         if component is None:
             return None
         for module in component.modules():
-            if type(module) is cls:
+            if type(module) is cls and config is not None and component.configs.get(id(module)) == config:
                 return module
         return None
 
@@ -152,8 +169,10 @@ class ResidencyManager:
 
     # ---- registration -------------------------------------------------------------------------
 
-    def attach(self, engine: str, name: str, module: torch.nn.Module, key: str | None) -> Component:
-        """Record that engine's pipeline uses module as component name."""
+    def attach(
+        self, engine: str, name: str, module: torch.nn.Module, key: str | None, config: str | None = None
+    ) -> Component:
+        """Record that engine's pipeline uses module as component name (config: its config digest)."""
         key = key or f"unique:{engine}/{name}"
         component = self._components.get(key)
         if component is None:
@@ -163,6 +182,7 @@ class ResidencyManager:
         elif module is not component.primary and not any(module is alias for alias in component.aliases):
             self._tie(module, component.primary, self._target(component.location))
             component.aliases.append(module)
+        component.configs.setdefault(id(module), config)
         component.nbytes = storage_bytes(component.modules())
         component.users.setdefault(engine, set()).add(name)
         component.last_used = next(self._clock)

@@ -188,3 +188,13 @@ def test_tie_and_move_keep_one_storage_per_tensor():
     residency.activate("b")
     assert component.location == "device"
     assert alias[0].weight.data_ptr() == primary[0].weight.data_ptr()
+
+
+def test_same_weights_with_another_config_are_not_handed_over_as_one_module():
+    residency = ResidencyManager("cpu", 10**9)
+    encoder = torch.nn.Linear(4, 4)
+    residency.attach("a", "text_encoder", encoder, "sha256:weights", config="config-1")
+    assert residency.shareable("sha256:weights", torch.nn.Linear, "config-1") is encoder
+    assert residency.shareable("sha256:weights", torch.nn.Linear, "config-2") is None
+    assert residency.shareable("sha256:weights", torch.nn.Conv1d, "config-1") is None
+    assert residency.shareable("sha256:other", torch.nn.Linear, "config-1") is None

@@ -38,7 +38,7 @@ from ..errors import (
     WorkerError,
     classify_exception,
 )
-from ..residency import ResidencyManager, content_key, weight_files
+from ..residency import ResidencyManager, config_digest, content_key, weight_files
 from .adapters import LOCAL, REMOTE, PipelineAdapter, adapter_for, embeds_shape_tail
 from .base import GenerateOutput, GenerateRequest, StepEvent
 
@@ -234,14 +234,18 @@ class EngineManager:
 
         overrides: dict[str, Any] = dict(adapter.load_overrides(source))
         keys: dict[str, str | None] = {}
+        configs: dict[str, str | None] = {}
         new_bytes = 0
         for name in _component_names(model_index):
             folder = path / name
             if name in overrides or not weight_files(folder, variant):
                 continue
             keys[name] = content_key(folder, variant, digests)
+            configs[name] = config_digest(folder)
             component_class = _component_class(model_index, name)
-            shared = self.residency_manager.shareable(keys[name], component_class) if component_class else None
+            shared = (
+                self.residency_manager.shareable(keys[name], component_class, configs[name]) if component_class else None
+            )
             if shared is not None:
                 overrides[name] = shared
             elif not self.residency_manager.known(keys[name]):
@@ -261,7 +265,7 @@ class EngineManager:
         for name, component in pipeline.components.items():
             if isinstance(component, torch.nn.Module):
                 component.eval()
-                self.residency_manager.attach(engine, name, component, keys.get(name))
+                self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
         try:
             self.residency_manager.activate(engine)
         except Exception as exc:
@@ -289,13 +293,14 @@ class EngineManager:
         if component_class is None or not weight_files(folder, loaded.variant):
             raise EngineUnavailable(f"{loaded.spec.id} has no local text encoder in {folder}")
         key = content_key(folder, loaded.variant, _manifest_digests(loaded.path))
-        module = self.residency_manager.shareable(key, component_class)
+        config = config_digest(folder)
+        module = self.residency_manager.shareable(key, component_class, config)
         if module is None:
             kwargs = {"variant": loaded.variant} if loaded.variant else {}
             module = component_class.from_pretrained(str(folder), dtype=self.dtype, local_files_only=True, **kwargs)
             module.eval()
         loaded.pipeline.register_modules(text_encoder=module)
-        self.residency_manager.attach(loaded.spec.id, "text_encoder", module, key)
+        self.residency_manager.attach(loaded.spec.id, "text_encoder", module, key, config)
         self.residency_manager.activate(loaded.spec.id)
         loaded.text_encoder_source = LOCAL
 
