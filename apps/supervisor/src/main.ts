@@ -1,12 +1,41 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { QueueWorkerService } from './jobs/queue-worker.service';
 import { SupervisorModule } from './supervisor.module';
 
 /** The supervisor has no HTTP surface: it consumes queues and owns this host's Python workers. */
 async function bootstrap(): Promise<void> {
   const app = await NestFactory.createApplicationContext(SupervisorModule, { bufferLogs: false });
-  app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
+  const config = app.get<AppConfig>(APP_CONFIG);
+  // Not Nest's shutdown hooks: they re-raise the signal at the end (exit by SIGTERM, not 0), and they
+  // run onModuleDestroy (the database client among them) before the running jobs have finished.
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) {
+      Logger.warn(`${signal} again: exiting now; jobs still held return to the queue when their locks expire`, 'Supervisor');
+      process.exit(1);
+    }
+    stopping = true;
+    Logger.log(`${signal}: finishing or handing back running jobs, then stopping the workers`, 'Supervisor');
+    void app
+      .get(QueueWorkerService)
+      .drain(config.supervisorGraceMs)
+      .then(() => app.close())
+      .then(
+        () => {
+          Logger.log('stopped', 'Supervisor');
+          process.exit(0);
+        },
+        (err: Error) => {
+          Logger.error(`shutdown failed: ${err.stack ?? err.message}`, 'Supervisor');
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
   Logger.log(`supervisor ${process.pid} started`, 'Supervisor');
 }
 

@@ -19,12 +19,13 @@ import { REDIS } from '@flexy/config';
 import { engineSpec, jobDeadlineMs } from '@flexy/engines';
 import { GenerationsRepository } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import { Queue, UnrecoverableError, type Job } from 'bullmq';
+import { Queue, UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type Redis from 'ioredis';
 import sharp from 'sharp';
 import { OnJob } from '../jobs/on-job.decorator';
+import type { InterruptReason } from '../jobs/queue-worker.service';
 import { WorkerPool } from '../workers/worker-pool.service';
-import { WorkerLostError, type RawImage } from '../workers/worker-process';
+import { WorkerLostError, type RawImage, type WorkerProcess } from '../workers/worker-process';
 import { encodePng } from './png-encoder';
 
 const PREVIEW_EVERY_STEPS = 4;
@@ -32,6 +33,8 @@ const WEBHOOK_ATTEMPTS = 5;
 
 /** Worker error codes that retrying cannot fix. */
 const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
+/** Retried once at most: a job that does it twice is likely its cause (and each poisoned context costs a restart). */
+const ONCE_CODES = new Set(['oom', 'cuda_fatal']);
 
 type ErrorInfo = { code: string; message: string; field: string | null };
 type Ending = { status: 'succeeded' } | { status: 'failed'; error: ErrorInfo } | { status: 'cancelled' };
@@ -56,7 +59,7 @@ export class GenerateHandler {
   }
 
   @OnJob(JobName.Generate)
-  async handle(job: Job): Promise<GenerateJobResult> {
+  async handle(job: Job, token?: string, signal?: AbortSignal): Promise<GenerateJobResult> {
     let payload: GenerateJobPayload;
     try {
       payload = parseGenerateJob(job.data);
@@ -75,13 +78,28 @@ export class GenerateHandler {
       await this.settle(payload, { status: 'cancelled' });
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
+    if (signal?.aborted) return this.giveBack(job, token, id, signal.reason);
+    // Fetched just as this host's last worker went down: another host can start it sooner.
+    if (this.pool.servingCount() === 0) return this.giveBack(job, token, id, 'shutdown', 'no worker of this host is serving');
 
-    const worker = await this.pool.acquire();
+    let worker: WorkerProcess;
+    try {
+      worker = await this.pool.acquire(payload.engine, signal);
+    } catch {
+      return this.giveBack(job, token, id, signal?.reason);
+    }
+    const onInterrupt = () => worker.cancel(id);
+    signal?.addEventListener('abort', onInterrupt, { once: true });
     const queueWaitMs = Date.now() - payload.acceptedAt;
     // Heartbeats catch a dead or frozen process; a live one stuck in a kernel is caught here.
     const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload);
     const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
     try {
+      // A cancel may have come while the job waited for a worker.
+      if (await this.redis.exists(cancelFlagKey(id))) {
+        await this.settle(payload, { status: 'cancelled' });
+        return { generationId: id, status: 'cancelled', imageCount: 0 };
+      }
       await this.generations.markRunning(id, worker.id);
       await this.event(id, { type: 'running', worker_id: worker.id });
       const references = await this.loadReferences(payload.references);
@@ -110,9 +128,18 @@ export class GenerateHandler {
           if (preview && progress.preview) void this.publishPreview(id, progress.step, progress.preview, preview);
         },
       );
+      if (signal?.aborted) {
+        // Finished before the interrupt took effect: keep the result (the write is idempotent).
+        if (outcome.result.status === 'succeeded') {
+          const done = await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
+          if (signal.reason !== ('lock-lost' satisfies InterruptReason)) return done;
+        }
+        return await this.giveBack(job, token, id, signal.reason);
+      }
       return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
     } catch (err) {
-      if (err instanceof UnrecoverableError) throw err;
+      if (err instanceof UnrecoverableError || err instanceof WaitingError) throw err;
+      if (signal?.aborted) return this.giveBack(job, token, id, signal.reason);
       const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
       this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
       if (this.isFinalAttempt(job)) await this.settle(payload, { status: 'failed', error: { code, message: (err as Error).message, field: null } });
@@ -120,8 +147,31 @@ export class GenerateHandler {
       throw err;
     } finally {
       clearTimeout(deadline);
+      signal?.removeEventListener('abort', onInterrupt);
       this.pool.release(worker);
     }
+  }
+
+  /**
+   * Ends this supervisor's part in a job without finishing it. After a lost lock the job may already
+   * be another supervisor's: nothing here touches it, and BullMQ's stalled-job check puts it back if
+   * nobody holds it. Otherwise (shutdown, no serving worker) it goes back to the queue at the front
+   * of its priority, without using up an attempt.
+   */
+  private async giveBack(job: Job, token: string | undefined, id: string, reason: unknown, detail?: string): Promise<never> {
+    if (reason === ('lock-lost' satisfies InterruptReason)) {
+      this.logger.warn(`${id}: lock lost; leaving the job to the stalled-job check`);
+      // WaitingError tells BullMQ the job is no longer this worker's to finish.
+      throw new WaitingError(`${id}: lock lost`);
+    }
+    await this.generations.markQueued(id);
+    try {
+      await job.moveToWait(token);
+      this.logger.log(`${id} put back in the queue: ${detail ?? 'the supervisor is shutting down'}`);
+    } catch (err) {
+      this.logger.warn(`${id} could not be put back (${(err as Error).message}); the stalled-job check will`);
+    }
+    throw new WaitingError(`${id}: put back in the queue`);
   }
 
   /** Reference images as raw RGB for the worker (the pipe carries pixels, not encoded files). */
@@ -146,8 +196,9 @@ export class GenerateHandler {
     }
     if (result.status === 'failed') {
       const error = result.error ?? { code: 'internal' as const, message: 'worker reported failure without detail', field: null };
-      // Out-of-memory is retried (once more, by the queue's attempts); input errors never are.
-      if (FINAL_CODES.has(error.code) || this.isFinalAttempt(job)) {
+      // Out-of-memory and a poisoned context are retried once; input errors never are.
+      const once = ONCE_CODES.has(error.code) && job.attemptsMade >= 1;
+      if (FINAL_CODES.has(error.code) || once || this.isFinalAttempt(job)) {
         await this.settle(p, { status: 'failed', error });
         throw new UnrecoverableError(`${error.code}: ${error.message}`);
       }

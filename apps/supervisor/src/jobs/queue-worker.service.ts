@@ -7,7 +7,17 @@ import IORedis from 'ioredis';
 import { WorkerPool } from '../workers/worker-pool.service';
 import { ON_JOB } from './on-job.decorator';
 
-type Handler = (job: Job) => Promise<unknown>;
+/**
+ * What a handler gets besides the job: the lock token (to hand the job back to the queue) and a
+ * signal that aborts, with an `InterruptReason`, when this supervisor must stop working on the job.
+ */
+type Handler = (job: Job, token: string | undefined, signal: AbortSignal | undefined) => Promise<unknown>;
+
+/**
+ * Why a running job is taken away from its handler: the supervisor is shutting down (the job goes
+ * back to the queue), or its lock was lost (another supervisor may already hold it; hands off).
+ */
+export type InterruptReason = 'shutdown' | 'lock-lost';
 
 /** Which queue each job name travels on; the compiler keeps this in step with JobMap. */
 const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
@@ -15,16 +25,28 @@ const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
   [JobName.DeliverWebhook]: QueueName.Webhook,
 };
 
+/** After the grace period, how long interrupted jobs get to stop between steps before their workers are stopped. */
+const INTERRUPT_WAIT_MS = 10_000;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
+
 /**
  * Runs one BullMQ Worker per queue and dispatches each job to the method marked @OnJob for its
  * name. Start-up fails if a job name has no handler, so a producer can never enqueue work that
  * nothing consumes.
+ *
+ * The generation queue is taken from only while this host has a serving Python worker, and at most
+ * one job per serving worker: a host whose workers are restarting leaves the queue to the others.
  */
 @Injectable()
 export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplicationShutdown {
   private readonly logger = new Logger(QueueWorkerService.name);
   private readonly handlers = new Map<JobName, Handler>();
   private readonly workers: Worker[] = [];
+  private generation: Worker | null = null;
+  private draining: Promise<void> | null = null;
+  /** Generation jobs in a handler right now (for the shutdown log). */
+  private running = 0;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -50,12 +72,14 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
 
     const queues = new Set(Object.values(JOB_QUEUE));
     for (const queue of queues) {
-      const worker = new Worker(queue, (job) => this.dispatch(job), {
+      const isGeneration = queue === QueueName.Generation;
+      const worker = new Worker(queue, (job, token, signal) => this.dispatch(job, token, signal), {
         connection: new IORedis(this.config.redisUrl, { maxRetriesPerRequest: null }),
-        // One job per Python worker: a GPU runs one generation at a time.
-        concurrency: queue === QueueName.Generation ? this.pool.size : 4,
-        lockDuration: 30_000,
-        stalledInterval: 15_000,
+        // One job per serving Python worker: a GPU runs one generation at a time.
+        concurrency: isGeneration ? Math.max(1, this.pool.servingCount()) : 4,
+        autorun: !isGeneration || this.pool.servingCount() > 0,
+        lockDuration: this.config.queueLockDurationMs,
+        stalledInterval: this.config.queueStalledIntervalMs,
         maxStalledCount: 2,
       });
       worker.on('error', (err) => this.logger.error(`queue ${queue}: ${err.message}`));
@@ -63,23 +87,73 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
       // the GPU run stops here (the result write is idempotent either way).
       worker.on('lockRenewalFailed', (jobIds: string[]) => {
         for (const jobId of jobIds) {
-          this.logger.warn(`lost the lock of ${jobId}; stopping its run`);
-          this.pool.cancel(jobId);
+          if (worker.cancelJob(jobId, 'lock-lost' satisfies InterruptReason)) this.logger.warn(`lost the lock of ${jobId}; stopping its run`);
         }
       });
+      if (isGeneration) this.generation = worker;
       this.workers.push(worker);
       this.logger.log(`consuming queue ${queue}`);
     }
+    this.pool.onCapacityChange((serving) => this.applyCapacity(serving));
   }
 
-  /** Runs before the Python workers are stopped: take no new jobs, let running ones finish. */
+  /**
+   * SIGTERM: take no new jobs; let running ones finish within the grace period; then interrupt them
+   * between steps and put them back in the queue for another supervisor. Resolves once no job of
+   * this supervisor is active.
+   */
+  drain(graceMs: number): Promise<void> {
+    this.draining ??= this.drainNow(graceMs);
+    return this.draining;
+  }
+
+  private async drainNow(graceMs: number): Promise<void> {
+    this.logger.log(`draining: no new jobs; ${this.running} running generation job(s) get ${graceMs} ms to finish`);
+    // close() stops fetching at once and resolves when the active jobs are done.
+    const closed = Promise.all(this.workers.map((w) => w.close())).then(() => true);
+    if (await Promise.race([closed, sleep(graceMs).then(() => false)])) return;
+    this.logger.warn(`grace period over: interrupting ${this.running} generation job(s) to put them back in the queue`);
+    this.generation?.cancelAllJobs('shutdown' satisfies InterruptReason);
+    if (await Promise.race([closed, sleep(INTERRUPT_WAIT_MS).then(() => false)])) return;
+    // A step stuck in a kernel never reaches the cancel: stopping the worker fails the run, and the
+    // handler, seeing the interrupt, puts the job back all the same.
+    this.pool.killBusy(`did not stop its job within ${INTERRUPT_WAIT_MS} ms of the shutdown interrupt`);
+    await closed;
+  }
+
+  /** Runs before the Python workers are stopped; a SIGTERM has normally drained already. */
   async beforeApplicationShutdown(): Promise<void> {
-    await Promise.all(this.workers.map((w) => w.close()));
+    await this.drain(this.config.supervisorGraceMs);
   }
 
-  private dispatch(job: Job): Promise<unknown> {
+  private applyCapacity(serving: number): void {
+    const worker = this.generation;
+    if (!worker || this.draining) return;
+    if (serving === 0) {
+      if (!worker.isPaused()) {
+        this.logger.warn('no serving worker on this host: not taking generation jobs');
+        void worker.pause(true);
+      }
+      return;
+    }
+    worker.concurrency = serving;
+    if (worker.isPaused() || !worker.isRunning()) {
+      this.logger.log(`taking generation jobs (${serving} serving worker(s))`);
+      void worker.resume();
+    }
+  }
+
+  private async dispatch(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> {
     const handler = this.handlers.get(job.name as JobName);
     if (!handler) throw new Error(`no handler for job ${job.name}`);
-    return handler(job);
+    if (job.queueName !== QueueName.Generation) return handler(job, token, signal);
+    // Fetched while closing (a blocking fetch was in flight): the handler hands it straight back.
+    if (this.draining) this.generation?.cancelJob(job.id!, 'shutdown' satisfies InterruptReason);
+    this.running += 1;
+    try {
+      return await handler(job, token, signal);
+    } finally {
+      this.running -= 1;
+    }
   }
 }

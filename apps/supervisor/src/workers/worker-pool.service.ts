@@ -30,19 +30,32 @@ interface Slot {
   restartTimer: NodeJS.Timeout | null;
 }
 
+interface Waiter {
+  engine: string;
+  resolve: (w: WorkerProcess) => void;
+}
+
+/** How much a worker already holds of an engine: on the device beats parked in host memory beats nothing. */
+export function residencyScore(worker: WorkerProcess, engine: string): number {
+  const held = worker.residency?.engines.find((e) => e.engine === engine);
+  return held ? (held.location === 'device' ? 2 : 1) : 0;
+}
+
 /**
- * Owns one Python worker per device of this host and hands idle ones to job handlers. A worker is
- * ready only after its preload set is loaded and a canary generation has passed. One that exits is
- * restarted: at once after a poisoned CUDA context, with a smaller preload set after an
- * out-of-memory while loading, otherwise with exponential backoff. Its job was already failed as
- * retryable by WorkerProcess.
+ * Owns one Python worker per device of this host and hands idle ones to job handlers, preferring
+ * the worker that already holds the job's engine so a swap is paid only when no such worker is
+ * idle. A worker is ready only after its preload set is loaded and a canary generation has passed.
+ * One that exits is restarted: at once after a poisoned CUDA context, with a smaller preload set
+ * after an out-of-memory while loading, otherwise with exponential backoff. Its job was already
+ * failed as retryable by WorkerProcess.
  */
 @Injectable()
 export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   private readonly logger = new Logger(WorkerPool.name);
   private readonly slots: Slot[] = [];
   private readonly idle: WorkerProcess[] = [];
-  private readonly waiters: Array<(w: WorkerProcess) => void> = [];
+  private readonly waiters: Waiter[] = [];
+  private readonly capacityListeners: Array<(serving: number) => void> = [];
   private statusTimer: NodeJS.Timeout | null = null;
   private stopping = false;
   readonly host = process.env.SUPERVISOR_HOST_ID || hostname();
@@ -78,18 +91,57 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     return this.slots.length;
   }
 
-  /** Waits for an idle, ready worker. */
-  acquire(): Promise<WorkerProcess> {
-    const worker = this.idle.shift();
-    if (worker) return Promise.resolve(worker);
-    return new Promise((resolve) => this.waiters.push(resolve));
+  /** Workers that passed their canary and are not restarting (busy ones included). */
+  servingCount(): number {
+    return this.slots.filter((s) => s.state === 'ready').length;
+  }
+
+  /** Called with the serving count whenever a worker becomes ready or stops serving. */
+  onCapacityChange(listener: (serving: number) => void): void {
+    this.capacityListeners.push(listener);
+  }
+
+  /**
+   * Waits for an idle, ready worker, preferring one that already holds `engine`. Rejects with the
+   * signal's reason if `signal` aborts first.
+   */
+  acquire(engine: string, signal?: AbortSignal): Promise<WorkerProcess> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.idle.length) {
+      let best = 0;
+      for (let i = 1; i < this.idle.length; i++) {
+        if (residencyScore(this.idle[i], engine) > residencyScore(this.idle[best], engine)) best = i;
+      }
+      return Promise.resolve(this.idle.splice(best, 1)[0]);
+    }
+    return new Promise((resolve, reject) => {
+      const waiter: Waiter = {
+        engine,
+        resolve: (w) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(w);
+        },
+      };
+      const onAbort = () => {
+        const i = this.waiters.indexOf(waiter);
+        if (i >= 0) this.waiters.splice(i, 1);
+        reject(signal!.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
   }
 
   release(worker: WorkerProcess): void {
     if (worker.state !== 'ready' || this.stopping) return;
-    const waiter = this.waiters.shift();
-    if (waiter) waiter(worker);
-    else if (!this.idle.includes(worker)) this.idle.push(worker);
+    if (this.waiters.length) {
+      // The longest waiter, unless a later one wants an engine this worker already holds.
+      let best = 0;
+      for (let i = 1; i < this.waiters.length; i++) {
+        if (residencyScore(worker, this.waiters[i].engine) > residencyScore(worker, this.waiters[best].engine)) best = i;
+      }
+      this.waiters.splice(best, 1)[0].resolve(worker);
+    } else if (!this.idle.includes(worker)) this.idle.push(worker);
   }
 
   /** Forwards a cancel to the worker running `jobId`; false when no worker here holds it. */
@@ -99,9 +151,9 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     return !!worker;
   }
 
-  /** Kills the worker running `jobId` (a hang past its deadline); the pool restarts it. */
-  killJob(jobId: string, reason: string): void {
-    this.slots.map((s) => s.worker).find((w) => w?.busyJobId === jobId)?.kill(reason);
+  /** Stops every worker that holds a job (they did not obey a cancel in time). */
+  killBusy(reason: string): void {
+    for (const slot of this.slots) if (slot.worker?.busyJobId) slot.worker.kill(reason);
   }
 
   statuses(): WorkerStatus[] {
@@ -167,6 +219,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       },
       heartbeatIntervalMs: c.heartbeatIntervalMs,
       heartbeatTimeoutMs: c.heartbeatTimeoutMs,
+      killGraceMs: c.workerKillGraceMs,
       startTimeoutMs: 600_000,
     });
     slot.worker = worker;
@@ -176,26 +229,37 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       this.forget(worker);
       slot.lastError = exit.reason;
       if (this.stopping) return;
+      const wasServing = slot.state === 'ready';
       slot.state = 'restarting';
+      if (wasServing) this.capacityChanged();
       this.scheduleRestart(slot, exit);
     });
     try {
       const ready = await worker.start();
       slot.state = 'canary';
       await this.canary(worker);
+      if (worker.state !== 'ready' || this.stopping) return; // died or stopped during the canary
       slot.state = 'ready';
       this.logger.log(`${worker.id} ready on ${ready.device} (pid ${ready.pid}); engines: ${ready.engines.map((e) => `${e.engine}[${e.weights}]`).join(', ')}`);
       void this.publishStatus();
       this.release(worker);
+      this.capacityChanged();
     } catch (err) {
       this.logger.error(`${worker.id} failed to start: ${(err as Error).message}`);
       worker.kill(`failed to start: ${(err as Error).message}`);
     }
   }
 
-  /** A tiny generation on the first engine the worker can serve: new work only goes to a worker that can finish one. */
+  /**
+   * A tiny generation, so new work only goes to a worker that can finish one. It runs on an engine
+   * the worker already holds (its preload set), else on the smallest it can serve, so a restart
+   * does not pay for loading the largest engine.
+   */
   private async canary(worker: WorkerProcess): Promise<void> {
-    const engine = worker.ready!.engines.map((e) => e.engine).find(isEngineId);
+    const engines = worker.ready!.engines.map((e) => e.engine).filter(isEngineId);
+    const engine =
+      engines.find((e) => residencyScore(worker, e) > 0) ??
+      [...engines].sort((a, b) => ENGINE_CATALOG[a].memoryEstimateGb - ENGINE_CATALOG[b].memoryEstimateGb)[0];
     if (!engine) throw new Error('the worker found no engine snapshot to serve');
     const spec = ENGINE_CATALOG[engine];
     const side = Math.max(spec.limits.minSide, spec.limits.sizeMultiple * 4);
@@ -244,6 +308,11 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       slot.restartTimer = null;
       void this.launch(slot);
     }, delay);
+  }
+
+  private capacityChanged(): void {
+    const serving = this.servingCount();
+    for (const listener of this.capacityListeners) listener(serving);
   }
 
   private forget(worker: WorkerProcess): void {

@@ -27,6 +27,8 @@ export interface WorkerProcessOptions {
   env: Record<string, string | undefined>;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /** Between SIGTERM and SIGKILL when the worker is stopped for a hang or a missed deadline. */
+  killGraceMs: number;
   /** How long `start` waits for `ready` (the preload set can be large). */
   startTimeoutMs: number;
 }
@@ -81,6 +83,7 @@ export class WorkerProcess extends EventEmitter {
   private pingSeq = 0;
   private exitInfo: WorkerExit | null = null;
   private killReason: string | null = null;
+  private killTimer: NodeJS.Timeout | null = null;
   private readonly logger: Logger;
   readonly exited: Promise<WorkerExit>;
   private markExited!: (exit: WorkerExit) => void;
@@ -129,7 +132,8 @@ export class WorkerProcess extends EventEmitter {
     void child.then((r) => {
       const signal = r.signal ?? null;
       const code = r.exitCode ?? null;
-      const reason = this.killReason ?? (signal ? `was killed by ${signal}` : `exited with code ${code}`);
+      const during = this.pending ? ` while running ${this.pending.jobId}` : '';
+      const reason = this.killReason ?? (signal ? `was killed by ${signal}${during}` : `exited with code ${code}${during}`);
       this.onExit({ code, signal, reason });
     });
 
@@ -181,12 +185,21 @@ export class WorkerProcess extends EventEmitter {
     return exit;
   }
 
-  /** SIGKILL at once (used for hangs: SIGTERM would wait on a stuck step). */
+  /**
+   * Stops a worker that can no longer be trusted (silent, past a deadline, failed to start): SIGTERM,
+   * then SIGKILL after the kill grace, since a step stuck in a kernel never reaches the SIGTERM check.
+   * Its job fails as retryable now, not at exit: a worker that obeys SIGTERM would answer the job
+   * `cancelled`, and that answer must not count.
+   */
   kill(reason: string): void {
-    if (this.state === 'exited' || !this.child) return;
-    this.killReason ??= reason;
-    this.logger.warn(`killing: ${reason}`);
-    this.child.kill('SIGKILL');
+    if (this.state === 'exited' || !this.child || this.killReason !== null) return;
+    this.killReason = reason;
+    this.state = 'stopping';
+    this.logger.warn(`stopping: ${reason}`);
+    this.failPending({ code: null, signal: null, reason });
+    this.child.kill('SIGTERM');
+    this.killTimer = setTimeout(() => this.child?.kill('SIGKILL'), this.options.killGraceMs);
+    this.killTimer.unref();
   }
 
   private send(message: SupervisorMessage, payload?: Buffer): void {
@@ -261,15 +274,19 @@ export class WorkerProcess extends EventEmitter {
     }
   }
 
+  private failPending(exit: WorkerExit): void {
+    if (!this.pending) return;
+    this.pending.reject(new WorkerLostError(this.id, exit));
+    this.pending = null;
+    this.currentJob = null;
+  }
+
   private onExit(exit: WorkerExit): void {
     this.state = 'exited';
     this.exitInfo = exit;
     if (this.heartbeat) clearInterval(this.heartbeat);
-    if (this.pending) {
-      this.pending.reject(new WorkerLostError(this.id, exit));
-      this.pending = null;
-      this.currentJob = null;
-    }
+    if (this.killTimer) clearTimeout(this.killTimer);
+    this.failPending(exit);
     this.logger.warn(exit.reason);
     this.markExited(exit);
     this.emit('exit', exit);
