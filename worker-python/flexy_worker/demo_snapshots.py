@@ -60,7 +60,7 @@ MISTRAL_CHAT_TEMPLATE = (
     "{%- endfor -%}"
 )
 
-# Training text for the tiny tokenizers: prompt-like English, so common words become single tokens.
+# Text the tiny tokenizer vocabularies are built from: prompt-like English, so common words are one token.
 TOKENIZER_CORPUS = [
     "a photo of a cat holding a sign that says hello world",
     "portrait of a woman in a red dress, studio lighting, 85mm, shallow depth of field, highly detailed",
@@ -82,7 +82,8 @@ class Snapshot:
     components: dict[str, Any]
     # model_index entries that differ from the saved object's own class (the class the pipeline loads).
     class_overrides: dict[str, tuple[str, str]] = field(default_factory=dict)
-    # Per component save dtype; the real repos store bf16 (FLUX) or fp16 files.
+    # dtype of the saved weights. The real FLUX repos store bf16; SD3 does too here, so its T5 and
+    # CLIP-L files stay byte-identical to FLUX.1's. RealVisXL ships fp16 files.
     save_dtype: str = "bfloat16"
     # Weight file variant ("fp16" for RealVisXL's *.fp16.safetensors).
     variant: str | None = None
@@ -512,13 +513,14 @@ def snapshot_realvis_xl() -> Snapshot:
     clip_tokenizer = build_clip_tokenizer()
     text_hidden, text_2_hidden, time_embed_dim = 32, 32, 8
     _seeded(51)
-    # SDXL's block layout (attention at the two lower levels), one head per block so CPU attention stays fast.
+    # SDXL's three levels and text-time conditioning; cross-attention only at the lowest level (SDXL
+    # also has it one level up), because attention over 48x48 tokens dominates a CPU step at 768 px.
     unet = UNet2DConditionModel(
         sample_size=128,
         in_channels=4,
         out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         block_out_channels=(8, 16, 32),
         layers_per_block=1,
         attention_head_dim=(1, 1, 2),
@@ -693,8 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_libraries()
     started = time.perf_counter()
-    for engine_id, marker in build_all(args.out, args.engines, args.force).items():
-        print(f"{engine_id}: {args.out / engine_id} {marker['revision']}")
+    from .catalog import load_catalog
+
+    catalog = load_catalog()
+    for engine_id, marker in build_all(args.out, args.engines, args.force, catalog).items():
+        print(f"{engine_id}: {args.out / catalog[engine_id].local_dir} {marker['revision']}")
     print(f"built in {time.perf_counter() - started:.1f}s", file=sys.stderr)
     return 0
 
