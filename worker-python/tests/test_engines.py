@@ -357,3 +357,40 @@ def test_injected_oom_is_classified_freed_and_the_next_request_served(make_manag
     again, events = run(fresh, request_for("flux1_dev"))
     assert np.array_equal(again.images[0], baseline.images[0])
     assert [e.step for e in events] == [1, 2, 3]
+
+
+def test_hub_snapshot_reports_the_manifest_revision_and_reuses_its_digests(demo_models_dir, catalog, tmp_path):
+    import hashlib
+    import json
+    import shutil
+
+    from flexy_worker.engines import EngineManager
+    from flexy_worker.residency import content_key
+
+    snapshot = tmp_path / "realvis_xl"
+    shutil.copytree(demo_models_dir / "realvis_xl", snapshot)
+    (snapshot / "flexyface-demo.json").unlink()
+    files = [p for p in sorted(snapshot.rglob("*")) if p.is_file()]
+    manifest_files = [
+        {"path": p.relative_to(snapshot).as_posix(), "size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in files
+    ]
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    (snapshot / "flexyface-manifest.json").write_text(json.dumps(
+        {"weights": "hub", "engine": "realvis_xl", "repo": "SG161222/RealVisXL_V5.0", "revision": revision,
+         "files": manifest_files, "pulledAt": "2026-01-01T00:00:00Z"}
+    ))  # fmt: skip
+
+    hub = EngineManager(catalog, tmp_path, "cpu", torch.float32, 1 << 30, "local")
+    assert hub.available() == [{"engine": "realvis_xl", "weights": "hub", "revision": revision}]
+    output, _ = run(hub, request_for("realvis_xl", steps=2))
+    assert (output.weights, output.revision) == ("hub", revision)
+
+    # The manifest's digests stand in for hashing: a recorded digest is taken as the file's.
+    unet = snapshot / "unet"
+    weights = unet / "diffusion_pytorch_model.fp16.safetensors"
+    recorded = {weights: (weights.stat().st_size, "f" * 64)}
+    assert content_key(unet, "fp16", recorded) != content_key(unet, "fp16")
+    # A record whose size no longer matches the file is stale and ignored.
+    stale = {weights: (weights.stat().st_size + 1, "f" * 64)}
+    assert content_key(unet, "fp16", stale) == content_key(unet, "fp16")
