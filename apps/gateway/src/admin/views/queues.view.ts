@@ -1,10 +1,11 @@
+import { JobName } from '@flexy/contracts';
 import { QUEUE_JOB_STATES, type QueueJobPage, type QueueJobRow, type QueueSummary } from '../admin.dto';
 import { fmtCount, fmtMs, fmtTime, sparkline } from './format';
 import { html, nothing, type SafeHtml } from './html';
 import { actionButton, type PageContext } from './layout';
 
 function jobActions(ctx: PageContext, queue: string, job: QueueJobRow): SafeHtml {
-  const isGeneration = job.name === 'generate';
+  const isGeneration = job.name === JobName.Generate;
   if (job.state === 'completed' || job.state === 'failed') {
     return actionButton(ctx, `/admin/api/queues/${queue}/jobs/${job.id}/remove`, 'Remove', { name: 'remove' });
   }
