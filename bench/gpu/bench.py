@@ -1,0 +1,873 @@
+"""GPU benchmarks of the worker on the real model architectures (random weights, real sizes).
+
+    python bench/gpu/bench.py --suite all            # or one of the suites below
+    bash bench/gpu/run_all.sh                        # the same, with the environment set up
+
+Suites:
+  flux2-step     one FLUX.2 [dev] transformer step at 1024x1024 (4096 image + 512 text tokens):
+                 bf16 eager (each SDPA backend), bf16 + regional compile, FP8 row-wise + compile,
+                 FP8 eager, NF4 (bitsandbytes) eager and compiled, NF4 dequantized to FP8 + compile,
+                 FP8 per-tensor + compile; relative error of each against bf16 on the same weights.
+  pipe-flux2     FLUX.2 [dev] 4-bit (NF4 transformer, remote text encoder): the worker's generate()
+                 beside a plain diffusers call on the same pipeline object, then the fast paths and
+                 the step cache; a side-by-side image of the real-size run.
+  pipe-others    the same for FLUX.1 [dev], SD3 Medium and RealVisXL.
+  residency      host-to-device bandwidth; peak memory of FLUX.2 with the local NF4 text encoder;
+                 three engines served under a 32 GB cap; compile cost of a fresh and a restarted
+                 process (persistent compile cache).
+
+Every measurement appends one JSON object per line to bench/results/gpu.jsonl (and to $OUT/gpu.jsonl
+when OUT is set). --tiny runs every suite on tiny configs (CPU works) to check the bench itself;
+tiny rows go to bench/results/gpu-tiny.jsonl, never to gpu.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "worker-python"))
+
+import torch  # noqa: E402
+
+import models as M  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "gpu.jsonl"
+TINY_RESULTS = ROOT / "bench" / "results" / "gpu-tiny.jsonl"
+GB = 1e9
+STARTED = time.perf_counter()
+
+
+# ---- recording ----------------------------------------------------------------------------------
+
+
+def _driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)  # fmt: skip
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except Exception:
+        return None
+
+
+def _version(name: str) -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version(name)
+    except Exception:
+        return None
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+class Recorder:
+    def __init__(self, args: argparse.Namespace, device: torch.device):
+        self.tiny = args.tiny
+        self.path = Path(args.results) if args.results else (TINY_RESULTS if args.tiny else RESULTS)
+        self.out = Path(os.environ["OUT"]) / ("gpu-tiny.jsonl" if args.tiny else "gpu.jsonl") if os.environ.get("OUT") else None
+        self.command = args.command or "python bench/gpu/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        self.device = device
+        cuda = device.type == "cuda"
+        self.common = {
+            "card": torch.cuda.get_device_name(device) if cuda else "cpu",
+            "driver": _driver() if cuda else None,
+            "cuda": torch.version.cuda,
+            "torch": torch.__version__,
+            "diffusers": _version("diffusers"),
+            "transformers": _version("transformers"),
+            "bitsandbytes": _version("bitsandbytes"),
+            "commit": _git_commit(),
+            "weights": "random (real architecture and size)" if not args.tiny else "random (tiny configs)",
+        }
+        self.rows: list[dict[str, Any]] = []
+
+    def row(self, **fields: Any) -> dict[str, Any]:
+        row = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **self.common,
+               "command": fields.pop("command", self.command), **fields}  # fmt: skip
+        for key in ("s_per_step", "s_per_image", "peak_gb"):
+            row.setdefault(key, None)
+        line = json.dumps(row, default=_jsonable)
+        for path in filter(None, (self.path, self.out)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.write(line + "\n")
+        self.rows.append(row)
+        shown = {k: row.get(k) for k in ("engine", "mode", "s_per_step", "s_per_image", "peak_gb", "overhead_ratio",
+                                         "rel_err_vs_bf16", "compile_s", "note") if row.get(k) is not None}  # fmt: skip
+        print("ROW", json.dumps(shown, default=_jsonable), flush=True)
+        return row
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:7.1f}s] {message}", flush=True)
+
+
+# ---- timing helpers -----------------------------------------------------------------------------
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_gb(device: torch.device) -> float | None:
+    return round(torch.cuda.max_memory_allocated(device) / GB, 2) if device.type == "cuda" else None
+
+
+def allocated_gb(device: torch.device) -> float | None:
+    return round(torch.cuda.memory_allocated(device) / GB, 2) if device.type == "cuda" else None
+
+
+def wall(fn, device: torch.device) -> tuple[float, Any]:
+    sync(device)
+    started = time.perf_counter()
+    result = fn()
+    sync(device)
+    return time.perf_counter() - started, result
+
+
+def step_times(fn, device: torch.device, warmup: int = 1, reps: int = 5) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t, _ = wall(fn, device)
+            times.append(t)
+    return {"median": statistics.median(times), "min": min(times), "max": max(times), "reps": reps}
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double().cpu(), ref.double().cpu()
+    return float((out - ref).norm() / ref.norm())
+
+
+def free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def over_budget(args: argparse.Namespace, reserve_s: float = 0.0) -> bool:
+    return time.perf_counter() - STARTED + reserve_s > args.time_budget_s
+
+
+# ---- suite: one FLUX.2 transformer step ---------------------------------------------------------
+
+
+def flux2_inputs(transformer, device, width: int, height: int, text_tokens: int = 512, batch: int = 1) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(1234)
+    rows, cols = height // 16, width // 16
+    cfg = transformer.config
+    hid = torch.randn(batch, rows * cols, cfg.in_channels, generator=g)
+    enc = torch.randn(batch, text_tokens, cfg.joint_attention_dim, generator=g)
+    t = torch.arange(1)
+    h, w, l = torch.arange(rows), torch.arange(cols), torch.arange(1)
+    img_ids = torch.cartesian_prod(t, h, w, l).expand(batch, -1, -1)
+    txt_ids = torch.cartesian_prod(t, torch.arange(1), torch.arange(1), torch.arange(text_tokens)).expand(batch, -1, -1)
+    bf16 = torch.bfloat16
+    return {
+        "hidden_states": hid.to(device, bf16), "encoder_hidden_states": enc.to(device, bf16),
+        "timestep": torch.full((batch,), 0.5, device=device, dtype=bf16),
+        "guidance": torch.full((batch,), 4.0, device=device, dtype=torch.float32),
+        "img_ids": img_ids.to(device), "txt_ids": txt_ids.to(device), "return_dict": False,
+    }  # fmt: skip
+
+
+def suite_flux2_step(args, rec: Recorder, device: torch.device) -> None:
+    from flexy_worker import acceleration as acc
+
+    width = height = 256 if args.tiny else 1024
+    reps = 2 if args.tiny else args.reps
+    base = {"engine": "flux2_dev_transformer", "width": width, "height": height, "tokens": (width // 16) * (height // 16) + 512}
+
+    def measure(transformer, inputs, mode: str, weights: str, ref=None, extra=None, first_call_s=None):
+        reset_peak(device)
+        with torch.inference_mode():
+            t = step_times(lambda: transformer(**inputs), device, warmup=1, reps=reps)
+            out = transformer(**inputs)[0].float()
+        fields = dict(base, mode=mode, weights=weights, s_per_step=round(t["median"], 4),
+                      s_per_step_min=round(t["min"], 4), s_per_step_max=round(t["max"], 4), reps=t["reps"],
+                      peak_gb=peak_gb(device), weights_gb=round(M.module_bytes(transformer) / GB, 2))  # fmt: skip
+        if first_call_s is not None:
+            fields["compile_s"] = round(first_call_s, 1)
+        if ref is not None:
+            fields["rel_err_vs_bf16"] = round(rel_err(out, ref), 5)
+        fields["finite"] = bool(torch.isfinite(out).all())
+        rec.row(**fields, **(extra or {}))
+        return out, t["median"]
+
+    def first_call(transformer, inputs) -> float:
+        with torch.inference_mode():
+            seconds, _ = wall(lambda: transformer(**inputs), device)
+        return seconds
+
+    log("building FLUX.2 transformer in bf16")
+    transformer = M.flux2_transformer(device, "bf16", args.tiny)
+    params = M.parameter_count(transformer)
+    log(f"built: {params / 1e9:.3f} B parameters, {M.module_bytes(transformer) / GB:.1f} GB")
+    inputs = flux2_inputs(transformer, device, width, height)
+    ref, t_default = measure(transformer, inputs, "bf16 eager (sdpa default)", "bf16", extra={"parameters": params})
+    best = (t_default, None)
+    if device.type == "cuda":
+        default_order = torch._C._get_sdp_priority_order()
+        for name in ("cudnn", "flash", "efficient"):
+            try:
+                acc.set_sdpa_backend(name)
+                _, t = measure(transformer, inputs, f"bf16 eager sdpa={name}", "bf16", ref=ref)
+                if t < best[0]:
+                    best = (t, name)
+            except Exception as exc:
+                rec.row(**base, mode=f"bf16 eager sdpa={name}", weights="bf16", error=repr(exc)[:300])
+            finally:
+                torch._C._set_sdp_priority_order(default_order)
+    sdpa = best[1]
+    if sdpa:
+        acc.set_sdpa_backend(sdpa)
+    tag = f" sdpa={sdpa}" if sdpa else ""
+    log(f"fastest attention backend: {sdpa or 'default'}")
+
+    # bf16 + regional compile
+    acc.configure_compile_cache(args.compile_cache)
+    if not args.tiny or args.compile_tiny:
+        acc.compile_repeated_blocks(transformer)
+        fc = first_call(transformer, inputs)
+        measure(transformer, inputs, f"bf16 compile{tag}", "bf16", ref=ref, first_call_s=fc)
+
+    # FP8 row-wise (from the same bf16 weights, converted in place) + compile, then eager
+    log("converting blocks to FP8 row-wise")
+    report = acc.convert_to_fp8(transformer, "row")
+    free(device)
+    compiled = not args.tiny or args.compile_tiny
+    if compiled:
+        fc = first_call(transformer, inputs)
+        measure(transformer, inputs, f"fp8-row compile{tag}", "fp8 row-wise blocks", ref=ref, first_call_s=fc, extra=report)
+    for block in acc.repeated_blocks(transformer):
+        block._compiled_call_impl = None
+    measure(transformer, inputs, f"fp8-row eager{tag}", "fp8 row-wise blocks", ref=ref)
+    del transformer
+    free(device)
+
+    # NF4 as diffusers/FLUX.2-dev-bnb-4bit (same seeds: the same bf16 weights, quantized)
+    if over_budget(args, 120):
+        rec.row(**base, mode="nf4 (skipped)", note="time budget")
+        return
+    log("building FLUX.2 transformer in NF4 (bitsandbytes)")
+    try:
+        transformer = M.flux2_transformer(device, "nf4", args.tiny)
+    except Exception as exc:
+        rec.row(**base, mode="nf4 eager", error=repr(exc)[:300])
+        return
+    nf4_out, _ = measure(transformer, inputs, f"nf4 eager{tag}", "nf4 (bnb)", ref=ref)
+    if compiled and not over_budget(args, 150):
+        try:
+            acc.compile_repeated_blocks(transformer)
+            fc = first_call(transformer, inputs)
+            measure(transformer, inputs, f"nf4 compile{tag}", "nf4 (bnb)", ref=ref, first_call_s=fc)
+        except Exception as exc:
+            rec.row(**base, mode=f"nf4 compile{tag}", error=repr(exc)[:300])
+            for block in acc.repeated_blocks(transformer):
+                block._compiled_call_impl = None
+    # The 4-bit engine's fast path: NF4 dequantized once, re-quantized to FP8 row-wise
+    if not over_budget(args, 100):
+        report = acc.convert_to_fp8(transformer, "row")
+        free(device)
+        if compiled:
+            for block in acc.repeated_blocks(transformer):
+                block._compiled_call_impl = None
+            acc.compile_repeated_blocks(transformer)
+            fc = first_call(transformer, inputs)
+        else:
+            fc = None
+        with torch.inference_mode():
+            out = transformer(**inputs)[0].float()
+        report["rel_err_vs_nf4"] = round(rel_err(out, nf4_out), 5)
+        measure(transformer, inputs, f"nf4->fp8-row {'compile' if compiled else 'eager'}{tag}",
+                "fp8 row-wise blocks from nf4", ref=ref, first_call_s=fc, extra=report)  # fmt: skip
+    del transformer
+    free(device)
+
+    # FP8 per-tensor scales (cuBLAS' tensor-wise kernels) + compile
+    if compiled and not over_budget(args, 120):
+        log("building FLUX.2 transformer with FP8 per-tensor blocks")
+        transformer = M.flux2_transformer(device, "fp8-tensor", args.tiny)
+        acc.compile_repeated_blocks(transformer)
+        fc = first_call(transformer, inputs)
+        measure(transformer, inputs, f"fp8-tensor compile{tag}", "fp8 per-tensor blocks", ref=ref, first_call_s=fc)
+        del transformer
+        free(device)
+
+
+# ---- the worker beside plain diffusers ----------------------------------------------------------
+
+
+def make_manager(device: torch.device, budget_bytes: int, text_encoder_mode: str = "remote"):
+    from flexy_worker.catalog import load_catalog
+    from flexy_worker.engines.manager import EngineManager
+
+    models_dir = Path(tempfile.mkdtemp(prefix="flexy-bench-models-"))
+    dtype = "bfloat16" if device.type == "cuda" else "float32"
+    return EngineManager(load_catalog(), models_dir, device, dtype, budget_bytes, text_encoder_mode, remote_token="bench")
+
+
+def register(manager, engine: str, pipeline, source: str = "local") -> None:
+    """Hand a built pipeline to the manager as its _load would after from_pretrained: the same
+    LoadedEngine record, residency attach and activation. The bench builds weights in memory
+    instead of reading a snapshot; everything after loading is the manager's own code."""
+    from flexy_worker.engines.adapters import adapter_for
+    from flexy_worker.engines.manager import LoadedEngine
+
+    spec = manager.catalog[engine]
+    pipeline.set_progress_bar_config(disable=True)
+    loaded = LoadedEngine(spec, manager.snapshot_path(engine), pipeline, adapter_for(spec), "random", "random-weights", None, source)
+    manager._loaded[engine] = loaded
+    for name, component in pipeline.components.items():
+        if isinstance(component, torch.nn.Module):
+            component.eval()
+            manager.residency_manager.attach(engine, name, component, None)
+    manager.residency_manager.activate(engine)
+
+
+def patch_remote_encoder(manager, pipeline) -> None:
+    """The remote FLUX.2 text encoder, answered instantly with embeddings of the real shape on the
+    host (as fetch_prompt_embeds returns them); the adapter moves them to the device as in service."""
+    embeds = M.remote_prompt_embeds(pipeline)
+    manager.fetch_remote_prompt_embeds = lambda prompts, loaded: embeds.expand(len(prompts), -1, -1)
+
+
+PROMPT = "a lighthouse at dawn, oil painting, detailed"
+NEGATIVE = "blurry, low quality"
+
+
+def request_for(manager, engine: str, steps: int | None = None, size: int | None = None, seed: int = 42, job: str = "bench"):
+    from flexy_worker.engines.base import GenerateRequest
+
+    spec = manager.catalog[engine]
+    d = spec.defaults
+    return GenerateRequest(job_id=job, engine=engine, prompt=PROMPT,
+                           negative_prompt=NEGATIVE if spec.limits.negative_prompt else None, seed=seed,
+                           steps=steps or d.steps, guidance=d.guidance, width=size or d.width, height=size or d.height)  # fmt: skip
+
+
+def plain_kwargs(pipeline, request, remote_embeds: torch.Tensor | None) -> dict[str, Any]:
+    """What a plain diffusers call with the same settings looks like."""
+    kwargs: dict[str, Any] = dict(width=request.width, height=request.height, num_inference_steps=request.steps,
+                                  guidance_scale=float(request.guidance), num_images_per_prompt=1, output_type="np",
+                                  generator=torch.Generator(device="cpu").manual_seed(request.seed))  # fmt: skip
+    if remote_embeds is not None:
+        kwargs["prompt_embeds"] = remote_embeds
+    else:
+        kwargs["prompt"] = request.prompt
+        if request.negative_prompt:
+            kwargs["negative_prompt"] = request.negative_prompt
+    return kwargs
+
+
+class StepClock:
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, event) -> None:
+        self.times.append(time.perf_counter())
+
+    def median_interval(self) -> float | None:
+        gaps = [b - a for a, b in zip(self.times, self.times[1:])]
+        return statistics.median(gaps) if gaps else None
+
+
+def image_diff(a, b) -> dict[str, float]:
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    mse = float(((a - b) ** 2).mean())
+    return {"mean_abs_diff_u8": round(float(np.abs(a - b).mean()), 3),
+            "psnr_db": round(10 * np.log10(255.0**2 / mse), 2) if mse > 0 else None}  # fmt: skip
+
+
+def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_paths: list[str], cache: float | None,
+                 side_by_side: bool = False, reps: int = 2) -> None:  # fmt: skip
+    from flexy_worker import acceleration as acc
+
+    size = 256 if args.tiny else None
+    steps = 3 if args.tiny else None
+    log(f"building {engine}")
+    built, pipeline = wall(lambda: M.build_pipeline(engine, device, tiny=args.tiny), device)
+    source = "remote" if engine == "flux2_dev_4bit" else "local"
+    manager = make_manager(device, budget_bytes=int(1e12), text_encoder_mode=source if engine == "flux2_dev_4bit" else "auto")
+    register(manager, engine, pipeline, source)
+    embeds = None
+    if engine == "flux2_dev_4bit":
+        patch_remote_encoder(manager, pipeline)
+        embeds = M.remote_prompt_embeds(pipeline, device=device)
+    request = request_for(manager, engine, steps, size)
+    weights_gb = round(manager.residency_manager.engine_bytes(engine) / GB, 2)
+    base = {"engine": engine, "width": request.width, "height": request.height, "steps": request.steps,
+            "guidance": request.guidance, "cfg": bool(manager.catalog[engine].limits.negative_prompt),
+            "resident_gb": weights_gb, "build_s": round(built, 1)}  # fmt: skip
+    if engine == "flux2_dev_4bit":
+        base["text_encoder"] = "remote (random embeddings of shape (1, 512, 15360))"
+    log(f"{engine}: {weights_gb} GB resident; warm-up")
+    with torch.inference_mode():
+        warm_kwargs = plain_kwargs(pipeline, request, embeds)
+        warm_kwargs["num_inference_steps"] = 2
+        pipeline(**warm_kwargs)
+
+    def worker_run():
+        clock = StepClock()
+        seconds, output = wall(lambda: manager.generate(request, clock, lambda: False), device)
+        return seconds, output, clock
+
+    def plain_run():
+        with torch.inference_mode():
+            return wall(lambda: pipeline(**plain_kwargs(pipeline, request, embeds)), device)
+
+    plain_s, worker_s, phases, clocks = [], [], [], []
+    reset_peak(device)
+    images = {}
+    for index in range(reps):  # ABBA order, so drift in clocks or temperature cancels
+        for which in (("plain", "worker") if index % 2 == 0 else ("worker", "plain")):
+            if which == "plain":
+                seconds, out = plain_run()
+                plain_s.append(seconds)
+                images["diffusers"] = out.images[0]
+            else:
+                seconds, out, clock = worker_run()
+                worker_s.append(seconds)
+                phases.append(out.timings)
+                clocks.append(clock)
+                images["worker"] = out.images[0]
+    peak = peak_gb(device)
+    plain_med, worker_med = statistics.median(plain_s), statistics.median(worker_s)
+    enc = statistics.median(p["text_encode_ms"] for p in phases) / 1000
+    dec = statistics.median(p["decode_ms"] for p in phases) / 1000
+    step = statistics.median(c.median_interval() or 0 for c in clocks)
+    rec.row(**base, mode="diffusers pipe()", s_per_image=round(plain_med, 3),
+            s_per_step=round((plain_med - enc - dec) / request.steps, 4), s_per_step_source="(s_per_image - worker's encode and decode) / steps",
+            runs_s=[round(s, 3) for s in plain_s], peak_gb=peak)  # fmt: skip
+    rec.row(**base, mode="worker generate()", s_per_image=round(worker_med, 3), s_per_step=round(step, 4),
+            s_per_step_source="median interval between the worker's step events",
+            runs_s=[round(s, 3) for s in worker_s], overhead_ratio=round(worker_med / plain_med, 4),
+            phases_ms={k: statistics.median(p[k] for p in phases) for k in phases[0]}, peak_gb=peak,
+            worker_matches_diffusers=image_diff(images["worker"], images["diffusers"]))  # fmt: skip
+    baseline_image, baseline_s = images["worker"], worker_med
+
+    last_image, last_s = baseline_image, baseline_s
+    for opts in fast_paths:
+        if over_budget(args, 90):
+            rec.row(**base, mode=f"fast:{opts} (skipped)", note="time budget")
+            continue
+        try:
+            path = acc.parse_options(opts)
+            report = acc.apply_fast_path(pipeline, path, engine, device)
+            manager.residency_manager.attach(engine, "transformer" if hasattr(pipeline, "transformer") else "unet",
+                                             acc.denoiser_of(pipeline), None)  # fmt: skip  (re-count bytes)
+            spec = manager.catalog[engine]
+            warm_s = acc.warm_up(pipeline, request.width, request.height, negative=bool(request.negative_prompt),
+                                 guidance=request.guidance) / 1000  # fmt: skip
+            warm2_s = acc.warm_up(pipeline, request.width, request.height, negative=bool(request.negative_prompt),
+                                  guidance=request.guidance) / 1000  # fmt: skip
+            reset_peak(device)
+            runs, outs, fast_clocks = [], [], []
+            for _ in range(reps):
+                seconds, out, clock = worker_run()
+                runs.append(seconds)
+                outs.append(out)
+                fast_clocks.append(clock)
+            med = statistics.median(runs)
+            rec.row(**base, mode=f"worker generate() fast:{report.applied}", s_per_image=round(med, 3),
+                    s_per_step=round(statistics.median(c.median_interval() or 0 for c in fast_clocks), 4),
+                    runs_s=[round(s, 3) for s in runs], peak_gb=peak_gb(device),
+                    resident_gb_fast=round(manager.residency_manager.engine_bytes(engine) / GB, 2),
+                    speedup_vs_worker_baseline=round(baseline_s / med, 3), overhead_ratio_vs_plain_baseline=round(med / plain_med, 4),
+                    warm_up_s=round(warm_s, 1), warm_up_again_s=round(warm2_s, 2), compile_s=round(warm_s - warm2_s, 1),
+                    apply_s=round(report.apply_ms / 1000, 2), fast_path=report.as_dict(),
+                    image_vs_baseline=image_diff(outs[-1].images[0], baseline_image))  # fmt: skip
+            last_image, last_s = outs[-1].images[0], med
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(**base, mode=f"worker generate() fast:{opts}", error=repr(exc)[:400])
+    if side_by_side:
+        save_side_by_side(baseline_image, last_image, engine)
+    if cache and not over_budget(args, 60):
+        try:
+            ok = acc.enable_step_cache(acc.denoiser_of(pipeline), cache)
+            if ok:
+                seconds, out, clock = worker_run()
+                stats = acc.step_cache_stats(pipeline)
+                rec.row(**base, mode=f"worker generate() fast + step cache {cache:g}", s_per_image=round(seconds, 3),
+                        s_per_step=round(((out.timings["denoise_ms"]) / 1000) / request.steps, 4),
+                        s_per_step_source="denoise time / steps (skipped steps included)",
+                        peak_gb=peak_gb(device), speedup_vs_fast=round(last_s / seconds, 3), cache_stats=stats,
+                        image_vs_fast=image_diff(out.images[0], last_image),
+                        image_vs_baseline=image_diff(out.images[0], baseline_image))  # fmt: skip
+        except Exception as exc:
+            rec.row(**base, mode=f"step cache {cache:g}", error=repr(exc)[:400])
+    manager.unload()
+    del pipeline, manager
+    free(device)
+
+
+def save_side_by_side(left, right, engine: str) -> None:
+    import numpy as np
+    from PIL import Image
+
+    out_dir = Path(os.environ.get("OUT") or ROOT / "bench" / "results")
+    a, b = (Image.fromarray(x).resize((512, 512), Image.BILINEAR) for x in (left, right))
+    diff = np.clip(np.abs(np.asarray(left, dtype=np.int16) - np.asarray(right, dtype=np.int16)) * 4, 0, 255).astype(np.uint8)
+    d = Image.fromarray(diff).resize((512, 512), Image.BILINEAR)
+    canvas = Image.new("RGB", (1536, 512))
+    for i, im in enumerate((a, b, d)):
+        canvas.paste(im, (512 * i, 0))
+    path = out_dir / f"side_by_side_{engine}.png"
+    canvas.save(path)
+    log(f"saved {path} (left: baseline, middle: fast path, right: |difference| x4)")
+
+
+def suite_pipe_flux2(args, rec, device) -> None:
+    bench_engine(args, rec, device, "flux2_dev_4bit", ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"], cache=args.cache,
+                 side_by_side=True, reps=args.pipe_reps)  # fmt: skip
+
+
+def suite_pipe_others(args, rec, device) -> None:
+    for engine in ("flux1_dev", "sd3_medium", "realvis_xl"):
+        if over_budget(args, 120):
+            rec.row(engine=engine, mode="(skipped)", note="time budget")
+            continue
+        try:
+            bench_engine(args, rec, device, engine, ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"],
+                         cache=args.cache if engine != "realvis_xl" else None, reps=args.pipe_reps)  # fmt: skip
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(engine=engine, mode="pipeline", error=repr(exc)[:400])
+            free(device)
+
+
+# ---- suite: residency ---------------------------------------------------------------------------
+
+
+def h2d_bandwidth(device: torch.device, nbytes: int) -> dict[str, float]:
+    host_pinned = torch.empty(nbytes, dtype=torch.uint8).pin_memory()
+    host_pageable = torch.empty(nbytes, dtype=torch.uint8)
+    host_pageable.fill_(1)
+    host_pinned.fill_(1)
+    dev = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    result = {}
+    for name, src in (("pinned", host_pinned), ("pageable", host_pageable)):
+        times = []
+        for _ in range(3):
+            seconds, _ = wall(lambda: dev.copy_(src, non_blocking=name == "pinned"), device)
+            times.append(seconds)
+        result[f"h2d_{name}_gb_s"] = round(nbytes / min(times) / GB, 2)
+    times = []
+    for _ in range(3):
+        seconds, _ = wall(lambda: host_pinned.copy_(dev, non_blocking=True), device)
+        times.append(seconds)
+    result["d2h_pinned_gb_s"] = round(nbytes / min(times) / GB, 2)
+    del host_pinned, host_pageable, dev
+    return result
+
+
+def suite_residency(args, rec: Recorder, device: torch.device) -> None:
+    from flexy_worker import acceleration as acc
+
+    cuda = device.type == "cuda"
+    bw = h2d_bandwidth(device, (256 << 20) if args.tiny else (4 << 30)) if cuda else {}
+    if bw:
+        rec.row(engine="-", mode="host-to-device bandwidth", bytes=(4 << 30), **bw)
+    steps = 2 if args.tiny else 4
+    size = 256 if args.tiny else None
+
+    # FLUX.2 with the local NF4 text encoder: peak memory of the whole engine
+    if not args.skip_local_te:
+        try:
+            log("building FLUX.2 with the local NF4 text encoder")
+            pipeline = M.build_pipeline("flux2_dev_4bit", device, tiny=args.tiny, text_encoder="local")
+            manager = make_manager(device, int(1e12), "local")
+            register(manager, "flux2_dev_4bit", pipeline, "local")
+            comp = {name: round(M.module_bytes(c) / GB, 2) for name, c in pipeline.components.items() if isinstance(c, torch.nn.Module)}
+            request = request_for(manager, "flux2_dev_4bit", steps, size)
+            manager.generate(request, lambda e: None, lambda: False)
+            reset_peak(device)
+            seconds, out = wall(lambda: manager.generate(request, lambda e: None, lambda: False), device)
+            rec.row(engine="flux2_dev_4bit", mode="loaded: NF4 transformer + local NF4 text encoder", steps=steps,
+                    width=request.width, height=request.height, s_per_image=round(seconds, 3), peak_gb=peak_gb(device),
+                    resident_gb=round(manager.residency_manager.engine_bytes("flux2_dev_4bit") / GB, 2), components_gb=comp,
+                    phases_ms=out.timings)  # fmt: skip
+            manager.unload()
+            del pipeline, manager
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(engine="flux2_dev_4bit", mode="loaded: local NF4 text encoder", error=repr(exc)[:400])
+        free(device)
+
+    # Three engines under a 32 GB cap
+    if not over_budget(args, 200):
+        try:
+            coresident(args, rec, device, bw, steps, size)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(mode="coresident", error=repr(exc)[:400])
+        free(device)
+        if cuda:
+            torch.cuda.set_per_process_memory_fraction(1.0, device)
+
+    # Compile cost in a fresh process, then in a restarted one with the same cache folder
+    if not over_budget(args, 150):
+        cache_dir = tempfile.mkdtemp(prefix="flexy-compile-cache-")
+        for label in ("cold cache (first start)", "warm cache (restart)"):
+            if over_budget(args, 60):
+                break
+            cmd = [sys.executable, str(HERE / "bench.py"), "--suite", "compile-child", "--compile-cache", cache_dir]
+            if args.tiny:
+                cmd.append("--tiny")
+            started = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(60, min(3600, args.time_budget_s - (time.perf_counter() - STARTED))))
+            total = time.perf_counter() - started
+            child = {}
+            for line in proc.stdout.splitlines():
+                if line.startswith("CHILD "):
+                    child = json.loads(line[6:])
+            if proc.returncode != 0:
+                print(proc.stdout[-2000:], proc.stderr[-3000:])
+            rec.row(engine="flux1_dev_transformer", mode=f"fast path start-up, {label}", process_s=round(total, 1),
+                    returncode=proc.returncode, compile_cache=cache_dir, **child)  # fmt: skip
+
+
+def coresident(args, rec: Recorder, device: torch.device, bw: dict, steps: int, size: int | None) -> None:
+    from flexy_worker import acceleration as acc
+
+    cap_gb = 32
+    cuda = device.type == "cuda"
+    if cuda:
+        total = torch.cuda.get_device_properties(device).total_memory
+        torch.cuda.set_per_process_memory_fraction(cap_gb * 1024**3 / total, device)
+    reserve_gb = 6  # activations, VAE decode and allocator slack at 1024x1024
+    budget = (cap_gb - reserve_gb) * 1024**3
+    manager = make_manager(device, budget, "remote")
+    estimates = {"flux2_dev_4bit": 18.5e9, "flux1_dev": 22.5e9, "sd3_medium": 16e9}
+    for engine in estimates:
+        manager.residency_manager.reserve(int(estimates[engine]) if not args.tiny else 0)
+        log(f"coresident: building {engine}")
+        convert = M.fp8_converter("row", M.in_repeated_blocks) if engine == "flux1_dev" else None
+        pipeline = M.build_pipeline(engine, device, tiny=args.tiny, transformer_convert=convert)
+        register(manager, engine, pipeline, "remote" if engine == "flux2_dev_4bit" else "local")
+        if engine == "flux2_dev_4bit":
+            patch_remote_encoder(manager, pipeline)
+    sizes = {e: round(manager.residency_manager.engine_bytes(e) / GB, 2) for e in estimates}
+    loads = {"n": 0}
+    real_load = manager._load
+
+    def counting_load(engine):
+        loads["n"] += 1
+        return real_load(engine)
+
+    manager._load = counting_load
+    rm = manager.residency_manager
+    moves: list[dict[str, Any]] = []
+    real_move = rm._move
+
+    def timed_move(component, location):
+        sync(device)
+        begun = time.perf_counter()
+        real_move(component, location)
+        sync(device)
+        moves.append({"to": location, "gb": component.nbytes / GB, "s": time.perf_counter() - begun, "key": component.key})
+
+    rm._move = timed_move
+    sequence = ["flux1_dev", "sd3_medium", "flux2_dev_4bit", "sd3_medium", "flux1_dev", "flux2_dev_4bit",
+                "flux1_dev", "sd3_medium", "flux2_dev_4bit", "flux2_dev_4bit"]  # fmt: skip
+    log("coresident: warm-up, one request each")
+    for engine in estimates:
+        manager.generate(request_for(manager, engine, steps, size, job="warm"), lambda e: None, lambda: False)
+    loads_after_warmup = loads["n"]
+    evictions_before = rm.evictions
+    reset_peak(device)
+    served, swaps = [], []
+    started = time.perf_counter()
+    for index, engine in enumerate(sequence):
+        was_resident = rm.location_of(engine) == "device"
+        nbytes = rm.engine_bytes(engine)
+        host_bytes = sum(c.nbytes for c in rm.components_of(engine).values() if c.location != "device")
+        seconds, out = wall(lambda: manager.generate(request_for(manager, engine, steps, size, job=f"mix-{index}"),
+                                                     lambda e: None, lambda: False), device)  # fmt: skip
+        load_s = out.timings["load_ms"] / 1000
+        entry = {"engine": engine, "s": round(seconds, 3), "load_s": round(load_s, 3), "was_resident": was_resident}
+        if not was_resident and load_s > 0:
+            entry["swapped_in_gb"] = round(host_bytes / GB, 2)
+            entry["swap_in_gb_s"] = round(host_bytes / load_s / GB, 2)
+            swaps.append(entry)
+        served.append(entry)
+    elapsed = time.perf_counter() - started
+    pinned = bw.get("h2d_pinned_gb_s")
+    # Each component move on its own (the request's load time also holds the evictions it caused)
+    ins = [m for m in moves if m["to"] == "device" and m["gb"] > 0.05]
+    outs = [m for m in moves if m["to"] != "device" and m["gb"] > 0.05]
+    by_component: dict[str, list[float]] = {}
+    for m in ins:
+        by_component.setdefault(m["key"].split(":", 1)[-1], []).append(round(m["gb"] / m["s"], 2))
+    in_gb, in_s = sum(m["gb"] for m in ins), sum(m["s"] for m in ins)
+    swap_in_gb_s = in_gb / in_s if in_s else None
+    rec.row(mode="coresident", budget_gb=cap_gb, engines=list(estimates), cap="torch.cuda.set_per_process_memory_fraction",
+            residency_budget_gb=cap_gb - reserve_gb, requests=len(sequence), steps=steps,
+            width=size or 1024, height=size or 1024, disk_reloads_after_warmup=loads["n"] - loads_after_warmup,
+            loads_during_warmup=loads_after_warmup, evictions=rm.evictions - evictions_before, swaps_in=len(swaps),
+            peak_gb=peak_gb(device), engine_gb=sizes, flux1_dev_transformer="fp8 row-wise blocks (fast path)",
+            h2d_pinned_gb_s=pinned, swap_in_gb=round(in_gb, 2), swap_in_s=round(in_s, 3),
+            swap_in_gb_s=round(swap_in_gb_s, 2) if swap_in_gb_s else None,
+            swap_in_vs_h2d=round(swap_in_gb_s / pinned, 3) if swap_in_gb_s and pinned else None,
+            swap_in_gb_s_by_component=by_component,
+            evict_gb=round(sum(m["gb"] for m in outs), 2), evict_s=round(sum(m["s"] for m in outs), 3),
+            elapsed_s=round(elapsed, 1), served=served)  # fmt: skip
+    manager.unload()
+    del manager
+
+
+def suite_compile_child(args, rec, device) -> None:
+    """One process start: build the FLUX.1 transformer with its fast path, compile, first step."""
+    from flexy_worker import acceleration as acc
+
+    t0 = time.perf_counter()
+    acc.configure_compile_cache(args.compile_cache)
+    import diffusers  # noqa: F401
+
+    imported = time.perf_counter() - t0
+    transformer = M.build("flux1_dev_transformer", device, tiny=args.tiny, convert=M.fp8_converter("row", M.in_repeated_blocks))
+    built = time.perf_counter() - t0 - imported
+
+    class Pipe:
+        pass
+
+    pipe = Pipe()
+    pipe.transformer = transformer
+    report = acc.apply_fast_path(pipe, acc.parse_options("compile+sdpa=cudnn" if device.type == "cuda" else "compile"), "flux1_dev", device)
+    size = 256 if args.tiny else 1024
+    g = torch.Generator().manual_seed(0)
+    tokens = (size // 16) ** 2
+    cfg = transformer.config
+    inputs = {
+        "hidden_states": torch.randn(1, tokens, cfg.in_channels, generator=g).to(device, torch.bfloat16),
+        "encoder_hidden_states": torch.randn(1, 512, cfg.joint_attention_dim, generator=g).to(device, torch.bfloat16),
+        "pooled_projections": torch.randn(1, cfg.pooled_projection_dim, generator=g).to(device, torch.bfloat16),
+        "timestep": torch.full((1,), 0.5, device=device, dtype=torch.bfloat16),
+        "guidance": torch.full((1,), 3.5, device=device, dtype=torch.float32),
+        "img_ids": torch.zeros(tokens, 3, device=device), "txt_ids": torch.zeros(512, 3, device=device),
+        "return_dict": False,
+    }  # fmt: skip
+    with torch.inference_mode():
+        first, _ = wall(lambda: transformer(**inputs), device)
+        t = step_times(lambda: transformer(**inputs), device, warmup=1, reps=3)
+    print("CHILD " + json.dumps({"import_s": round(imported, 1), "build_s": round(built, 1), "first_step_s": round(first, 1),
+                                 "s_per_step": round(t["median"], 4), "compile_s": round(first - t["median"], 1),
+                                 "fast_path": report.applied}), flush=True)  # fmt: skip
+
+
+SUITES = {
+    "flux2-step": suite_flux2_step,
+    "pipe-flux2": suite_pipe_flux2,
+    "pipe-others": suite_pipe_others,
+    "residency": suite_residency,
+    "compile-child": suite_compile_child,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", action="append", choices=[*SUITES, "all"], required=True)
+    parser.add_argument("--tiny", action="store_true", help="tiny configs (checks the bench itself; CPU works)")
+    parser.add_argument("--compile-tiny", action="store_true", help="with --tiny, compile too")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--results", default=None)
+    parser.add_argument("--command", default=None, help="command string recorded in each row")
+    parser.add_argument("--reps", type=int, default=5, help="timed transformer steps per mode")
+    parser.add_argument("--pipe-reps", type=int, default=2, help="images per mode in the pipeline suites")
+    parser.add_argument("--cache", type=float, default=0.08, help="step-cache threshold measured (0: skip)")
+    parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
+    parser.add_argument("--skip-local-te", action="store_true")
+    parser.add_argument("--time-budget-s", type=float, default=float(os.environ.get("BENCH_TIME_BUDGET_S", 1e9)),
+                        help="skip remaining parts once this much wall time has passed")  # fmt: skip
+    args = parser.parse_args(argv)
+    suites = list(SUITES)[:4] if "all" in args.suite else args.suite
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+    rec = Recorder(args, device)
+    if "compile-child" not in suites:
+        log(f"device {rec.common['card']} driver {rec.common['driver']} torch {rec.common['torch']} "
+            f"diffusers {rec.common['diffusers']} bitsandbytes {rec.common['bitsandbytes']}")  # fmt: skip
+    failed = 0
+    for name in suites:
+        log(f"suite {name}")
+        try:
+            SUITES[name](args, rec, device)
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(mode=f"suite {name}", error=repr(exc)[:400])
+            failed += 1
+        free(device)
+    if "compile-child" not in suites:
+        print_table(rec.rows)
+    return 1 if failed else 0
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print("\n| engine | mode | s/step | s/image | peak GB | ratio | err | compile s |")
+    for r in rows:
+        print(f"| {r.get('engine', '-')} | {r.get('mode')} | {r.get('s_per_step')} | {r.get('s_per_image')} | "
+              f"{r.get('peak_gb')} | {r.get('overhead_ratio', '')} | {r.get('rel_err_vs_bf16', '')} | {r.get('compile_s', '')} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
