@@ -46,7 +46,7 @@ def _run() -> int:
             return 2
         return int(exc.code or 0)
     except Exception:
-        logging.getLogger("flexy_worker").exception("worker failed to start")
+        logging.getLogger("flexy_worker").exception("worker failed")
         return 1
 
 

@@ -51,12 +51,11 @@ import gc
 import logging
 import os
 import signal
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import protocol as wire
 from .protocol import ExitCode
@@ -217,7 +216,7 @@ def _images_from_payload(message: wire.GenerateMessage, payload: bytes) -> list[
     from PIL import Image
 
     slices = wire.split_references(message, payload)
-    return [Image.frombytes("RGB", (ref.width, ref.height), bytes(view)) for ref, view in zip(message.references, slices)]
+    return [Image.frombytes("RGB", (ref.width, ref.height), bytes(view)) for ref, view in zip(message.references, slices, strict=True)]
 
 
 def _check_generate(message: wire.GenerateMessage) -> None:
@@ -453,6 +452,12 @@ class Worker:
                     continue
                 try:
                     self._run_job(item)
+                except _Stop:
+                    raise
+                except Exception as exc:  # a bug on this side must cost one job, not the worker
+                    log.exception("job=%s: unexpected error in the worker loop", item.job_id)
+                    self._result(item.job_id, "failed", engine=item.message.engine,
+                                 error=wire.ErrorInfo("internal", f"{type(exc).__name__}: {exc}", None))
                 finally:
                     with self._lock:
                         self._current = None
@@ -518,25 +523,34 @@ class Worker:
             del exc, classified  # drop the traceback: its frames may hold device tensors
         total_ms = round((time.perf_counter() - started) * 1000, 3)
 
+        pixels: list[Any] = []
+        if error is None and output is not None:
+            try:
+                pixels = [_rgb8(image) for image in output.images]
+            except ValueError as exc:
+                kind, error = "internal", wire.ErrorInfo("internal", f"the engine returned an unusable image: {exc}", None)
+
         if error is None and output is not None:
             self._consecutive_ooms = 0
-            self._send_images(msg.job_id, output.images)
+            for index, image in enumerate(pixels):
+                ref = wire.RawImageRef.rgb(image.shape[1], image.shape[0])
+                self.send(wire.ImageMessage(msg.job_id, index, ref), image)
             timings = {k: round(float(v), 3) for k, v in (output.timings or {}).items()}
             timings.setdefault("total_ms", total_ms)
+            self.refresh_residency()  # before the result: a pong after it shows the state after the job
             self._result(msg.job_id, "succeeded", engine=msg.engine,
                          timings=wire.Timings(**{k: timings.get(k, 0) for k in ("load_ms", "text_encode_ms", "denoise_ms", "decode_ms", "total_ms")}),
-                         weights=output.weights, revision=output.revision, num_images=len(output.images))
-            log.info("job=%s succeeded in %.0f ms (%d images)", msg.job_id, total_ms, len(output.images))
-            output = None
-            self.refresh_residency()
+                         weights=output.weights, revision=output.revision, num_images=len(pixels))
+            log.info("job=%s succeeded in %.0f ms (%d images)", msg.job_id, total_ms, len(pixels))
+            output = pixels = None  # type: ignore[assignment]
             return
 
         assert error is not None
         timings = wire.Timings(total_ms=total_ms)
         if kind == "cancelled":
+            self.refresh_residency()
             self._result(msg.job_id, "cancelled", error=error, engine=msg.engine, timings=timings)
             log.info("job=%s cancelled: %s", msg.job_id, error.message)
-            self.refresh_residency()
             return
         if kind == "cuda_fatal":
             self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
@@ -547,20 +561,15 @@ class Worker:
             self._free_memory()
             if self._consecutive_ooms >= 2:
                 self._unload_all_but(msg.engine)
+            self.refresh_residency()
             self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
             log.warning("job=%s out of memory (%d in a row): %s", msg.job_id, self._consecutive_ooms, error.message)
-            self.refresh_residency()
             return
         if kind == "internal":  # an unexpected error may leave device memory behind
             self._free_memory()
+        self.refresh_residency()
         self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)
         log.info("job=%s failed: %s: %s", msg.job_id, error.code, error.message)
-        self.refresh_residency()
-
-    def _send_images(self, job_id: str, images: list[Any]) -> None:
-        for index, image in enumerate(images):
-            pixels = _rgb8(image)
-            self.send(wire.ImageMessage(job_id, index, wire.RawImageRef.rgb(pixels.shape[1], pixels.shape[0])), pixels)
 
     def _unload_all_but(self, keep: str) -> None:
         others = [e.engine for e in self.residency.engines if e.engine != keep]
@@ -652,7 +661,7 @@ def _default_budget_bytes(device: str) -> int:
         import torch
 
         total = torch.cuda.get_device_properties(0).total_memory
-        return max(int(total * 0.9), total - 2 * 1024**3)  # headroom for activations and the CUDA context
+        return total - max(2 * 1024**3, total // 10)  # headroom for activations and the CUDA context
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
 
 

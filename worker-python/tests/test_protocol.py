@@ -68,7 +68,7 @@ def test_node_json_stringify_gives_the_same_header_bytes():
     process.stdout.write(JSON.stringify(V.map(v => Buffer.from(JSON.stringify(v.header), 'utf8').toString('hex'))));
     """
     out = subprocess.run(["node", "-e", script, str(VECTORS_PATH)], capture_output=True, text=True, check=True).stdout
-    for vector, head_hex in zip(VECTORS, json.loads(out)):
+    for vector, head_hex in zip(VECTORS, json.loads(out), strict=True):
         frame = bytes.fromhex(vector["frame_hex"])
         (header_len,) = struct.unpack(">I", frame[:4])
         assert frame[8 : 8 + header_len].hex() == head_hex, vector["name"]

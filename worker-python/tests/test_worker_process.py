@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from flexy_worker import protocol as wire
@@ -332,6 +331,11 @@ def test_shutdown_exits_zero(main_worker):
 # ---- faults and other ends -----------------------------------------------------------------------
 
 
+def _pong(worker: WorkerProc) -> wire.PongMessage:
+    worker.send({"type": "ping", "seq": 1})
+    return wire.PongMessage.from_header(worker.expect("pong").header)
+
+
 def test_offline_oom_recovery_and_fatal_cuda(fleet):
     worker = fleet["faults"]
     ready = worker.wait_ready()
@@ -339,8 +343,16 @@ def test_offline_oom_recovery_and_fatal_cuda(fleet):
     _, result = worker.run_job("offline-1")
     assert result.status == "succeeded"  # loaded and generated with every network path closed
 
+    _, result = worker.run_job("other-engine", engine="realvis_xl")
+    assert result.status == "succeeded"
+
     _, result = worker.run_job("oom-1", prompt="a fox [oom]")
     assert result.status == "failed" and result.error.code == "oom"
+    assert {e.engine for e in _pong(worker).residency.engines} == {ENGINE, "realvis_xl"}
+    # A second OOM in a row unloads every engine but the one the job needed.
+    _, result = worker.run_job("oom-2", prompt="a fox [oom] again")
+    assert result.status == "failed" and result.error.code == "oom"
+    assert [e.engine for e in _pong(worker).residency.engines] == [ENGINE]
     _, result = worker.run_job("after-oom")
     assert result.status == "succeeded"
 
