@@ -465,3 +465,44 @@ def test_nothing_but_frames_reaches_the_protocol_stdout():
     assert done.returncode == 0, done.stderr
     assert done.stdout == b"FRAME"
     assert b"python noise" in done.stderr and b"c noise" in done.stderr
+
+
+# ---- configuration (no process needed) -----------------------------------------------------------
+
+
+def test_cli_flags_override_environment_fallbacks():
+    from flexy_worker.worker import parse_args
+
+    env = {"MODELS_DIR": "/env/models", "FLEXY_ENGINE_CATALOG": "/env/catalog.json", "WORKER_VRAM_BUDGET_GB": "20",
+           "FLUX2_TEXT_ENCODER": "remote"}
+    from_env = parse_args([], env)
+    assert (str(from_env.models_dir), str(from_env.catalog), from_env.vram_budget_gb, from_env.text_encoder) == (
+        "/env/models", "/env/catalog.json", 20.0, "remote")
+    assert from_env.device == "auto" and from_env.preload == ()
+    flags = parse_args(["--models-dir", "/m", "--device", "cpu", "--preload", "flux1_dev, sd3_medium",
+                        "--vram-budget-gb", "7.5", "--text-encoder", "local"], env)
+    assert (str(flags.models_dir), flags.device, flags.preload, flags.vram_budget_gb, flags.text_encoder) == (
+        "/m", "cpu", ("flux1_dev", "sd3_medium"), 7.5, "local")
+
+
+@pytest.mark.parametrize("argv,env", [([], {}), ([], {"MODELS_DIR": "/m", "FLUX2_TEXT_ENCODER": "cloud"}),
+                                      (["--models-dir", "/m", "--vram-budget-gb", "0"], {})])
+def test_bad_configuration_is_refused(argv, env):
+    from flexy_worker.worker import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(argv, env)
+    assert exc.value.code == 2
+
+
+def test_fault_variables_are_parsed():
+    from flexy_worker.worker import Faults
+
+    faults = Faults.from_env({"FLEXY_FAULT_EXIT_ON_JOB": "a: b:137", "FLEXY_FAULT_OOM_ON_JOB": "[oom]"})
+    assert (faults.exit_on, faults.exit_with, faults.oom, faults.hang) == ("a: b", "137", "[oom]", None)
+    assert faults.any() and not Faults.from_env({}).any()
+    with pytest.raises(ValueError, match="FLEXY_FAULT_EXIT_ON_JOB"):
+        Faults.from_env({"FLEXY_FAULT_EXIT_ON_JOB": "no-code"})
+    Faults.from_env({}).fire("anything [oom]")  # nothing armed: a no-op
+    with pytest.raises(RuntimeError, match="illegal memory access"):
+        Faults(cuda_fatal="[x]").fire("a [x] b")
