@@ -99,6 +99,7 @@ class Recorder:
             "bitsandbytes": _version("bitsandbytes"),
             "commit": _git_commit(),
             "weights": "random (real architecture and size)" if not args.tiny else "random (tiny configs)",
+            "init": "normal(0, 1/sqrt(3*fan_in)) linear/conv weights",
         }
         self.rows: list[dict[str, Any]] = []
 
@@ -288,6 +289,17 @@ def suite_flux2_step(args, rec: Recorder, device: torch.device) -> None:
     for block in acc.repeated_blocks(transformer):
         block._compiled_call_impl = None
     measure(transformer, inputs, f"fp8-row eager{tag}", "fp8 row-wise blocks", ref=ref)
+    if compiled and args.autotune and not over_budget(args, 300):
+        # Inductor's own FP8 GEMM templates, autotuned per shape, against the default kernels
+        try:
+            acc.compile_repeated_blocks(transformer, mode="max-autotune-no-cudagraphs")
+            fc = first_call(transformer, inputs)
+            measure(transformer, inputs, f"fp8-row compile=max-autotune-no-cudagraphs{tag}", "fp8 row-wise blocks",
+                    ref=ref, first_call_s=fc)  # fmt: skip
+        except Exception as exc:
+            rec.row(**base, mode=f"fp8-row compile=max-autotune-no-cudagraphs{tag}", error=repr(exc)[:400])
+        for block in acc.repeated_blocks(transformer):
+            block._compiled_call_impl = None
     del transformer
     free(device)
 
@@ -834,6 +846,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=float, default=0.08, help="step-cache threshold measured (0: skip)")
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
     parser.add_argument("--skip-local-te", action="store_true")
+    parser.add_argument("--autotune", action="store_true", help="flux2-step: also time max-autotune compile")
     parser.add_argument("--time-budget-s", type=float, default=float(os.environ.get("BENCH_TIME_BUDGET_S", 1e9)),
                         help="skip remaining parts once this much wall time has passed")  # fmt: skip
     args = parser.parse_args(argv)

@@ -2,8 +2,9 @@
 
 Each component is constructed from the real architecture config in bench/gpu/configs/ with its
 parameters on the meta device (buffers real), then materialized one layer at a time on the device
-with seeded random values (uniform ±1/sqrt(fan_in) for Linear and Conv weights, as PyTorch's default
-init; ones and zeros for norms; N(0, 1) for embeddings). A layer can be converted as it is
+with seeded random values (Linear and Conv weights normal with the variance of PyTorch's default
+uniform(±1/sqrt(fan_in)) init, biases that uniform; ones and zeros for norms; N(0, 1) for
+embeddings). A layer can be converted as it is
 materialized (bitsandbytes NF4, FP8), so a 32 B-parameter transformer never needs its bf16 size on
 the card. Values depend only on (seed, parameter name): a model built twice, in any format, starts
 from the same bf16 weights.
@@ -102,7 +103,11 @@ def _fill(module: nn.Module, qualname: str, device: torch.device, dtype: torch.d
         target_dtype = dtype if param.is_floating_point() else param.dtype
         t = torch.empty(param.shape, dtype=target_dtype, device=device)
         g = _generator(device, seed, full)
-        if fan_in is not None:
+        if fan_in is not None and pname == "weight":
+            # Normal with the variance of PyTorch's default uniform(±1/sqrt(fan_in)): trained weights
+            # are closer to normal than uniform, which matters for the quantization errors measured.
+            t.normal_(0.0, 1 / math.sqrt(3 * max(1, fan_in)), generator=g)
+        elif fan_in is not None:
             bound = 1 / math.sqrt(max(1, fan_in))
             t.uniform_(-bound, bound, generator=g)
         elif isinstance(module, nn.Embedding):
@@ -138,7 +143,7 @@ def materialize(
     for name, module in model.named_modules():
         _fill(module, name, device, dtype, seed)
         for bname, buf in list(module._buffers.items()):
-            if buf is None:
+            if buf is None or buf.device == device:  # made on the device already (FP8 weights): keep
                 continue
             if buf.is_floating_point() and "inv_freq" not in bname:
                 buf = buf.to(dtype)
