@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,9 +37,10 @@ def _closed_port() -> int:
 class WorkerProc:
     """One spawned worker plus a thread that turns its stdout into frames."""
 
-    def __init__(self, name: str, models_dir: Path, *, env: dict[str, str] | None = None, args: list[str] | None = None):
+    def __init__(self, name: str, models_dir: Path, log_dir: Path, *, env: dict[str, str] | None = None,
+                 args: list[str] | None = None):
         self.name = name
-        self.stderr_path = Path(tempfile.mkstemp(prefix=f"worker-{name}-", suffix=".log")[1])
+        self.stderr_path = log_dir / f"worker-{name}.log"  # under pytest's temp dir, kept for the last runs
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXY_FAULT_")}
         full_env["OMP_NUM_THREADS"] = "1"  # six workers share two cores here; tiny models gain nothing from more
         full_env.update(env or {})
@@ -139,7 +139,7 @@ def generate(job_id: str, **overrides) -> dict:
 
 
 @pytest.fixture(scope="module")
-def fleet(demo_models_dir):
+def fleet(demo_models_dir, tmp_path_factory):
     """Every worker this module uses, started together so their start-up overlaps."""
     proxy = f"http://127.0.0.1:{_closed_port()}"
     specs = {
@@ -155,7 +155,8 @@ def fleet(demo_models_dir):
         "segv": dict(env={"FLEXY_FAULT_EXIT_ON_JOB": "[segv]:SIGSEGV"}),
         "preload_oom": dict(env={"FLEXY_FAULT_OOM_ON_PRELOAD": ENGINE}, args=["--preload", ENGINE]),
     }
-    workers = {name: WorkerProc(name, demo_models_dir, **spec) for name, spec in specs.items()}
+    log_dir = tmp_path_factory.mktemp("worker-logs")
+    workers = {name: WorkerProc(name, demo_models_dir, log_dir, **spec) for name, spec in specs.items()}
     yield workers
     for worker in workers.values():
         worker.kill()
@@ -401,8 +402,8 @@ def test_hung_step_still_answers_pings_and_stdin_closing_ends_it(fleet):
     assert "did not stop within 2 s" in worker.log()
 
 
-def test_stdin_closed_during_start_up_exits_at_once(demo_models_dir):
-    worker = WorkerProc("eof-start", demo_models_dir)
+def test_stdin_closed_during_start_up_exits_at_once(demo_models_dir, tmp_path):
+    worker = WorkerProc("eof-start", demo_models_dir, tmp_path)
     try:
         worker.proc.stdin.close()
         assert worker.wait_exit(30) == wire.ExitCode.OK
@@ -410,8 +411,8 @@ def test_stdin_closed_during_start_up_exits_at_once(demo_models_dir):
         worker.kill()
 
 
-def test_pings_are_answered_during_start_up_and_garbage_exits_72(demo_models_dir):
-    worker = WorkerProc("garbage", demo_models_dir)
+def test_pings_are_answered_during_start_up_and_garbage_exits_72(demo_models_dir, tmp_path):
+    worker = WorkerProc("garbage", demo_models_dir, tmp_path)
     try:
         worker.send({"type": "ping", "seq": 5})
         pong = wire.PongMessage.from_header(worker.expect("pong", timeout=30).header)
@@ -424,8 +425,8 @@ def test_pings_are_answered_during_start_up_and_garbage_exits_72(demo_models_dir
         worker.kill()
 
 
-def test_unknown_message_type_exits_72(demo_models_dir):
-    worker = WorkerProc("unknown-type", demo_models_dir)
+def test_unknown_message_type_exits_72(demo_models_dir, tmp_path):
+    worker = WorkerProc("unknown-type", demo_models_dir, tmp_path)
     try:
         worker.send({"type": "launch", "job_id": "x"})
         assert worker.wait_exit(30) == wire.ExitCode.PROTOCOL_ERROR
