@@ -686,6 +686,10 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     _quiet_libraries()
     device = _resolve_device(config.device)
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if device == "cpu":
+        # The worker shares the host's cores with its supervisor, the gateway and Redis; one intra-op
+        # thread avoids oversubscription, which slowed demo generations several-fold on 2 cores.
+        torch.set_num_threads(int(os.environ.get("FLEXY_CPU_THREADS", "1")))
     budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device)
     catalog = load_catalog(config.catalog)
     log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s",
