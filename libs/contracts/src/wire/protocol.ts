@@ -6,7 +6,9 @@
  *   u32 big-endian header length | u32 big-endian payload length | header (UTF-8 JSON object) | payload bytes
  *
  * The header always has a `type`. The payload carries binary data (raw pixels) so nothing is base64 on
- * this pipe; most messages have an empty payload. The Python side mirrors these types in
+ * this pipe; most messages have an empty payload. Headers are serialised canonically, exactly as
+ * `JSON.stringify(header)` writes them: compact, keys in insertion order, non-ASCII as raw UTF-8,
+ * numbers as `Number#toString` writes them (4.0 → 4); NaN and Infinity are refused. The Python side mirrors these types in
  * `worker-python/flexy_worker/protocol.py`; both are checked against `wire-vectors.json`.
  */
 
