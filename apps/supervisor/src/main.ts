@@ -14,7 +14,10 @@ async function bootstrap(): Promise<void> {
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) {
-      Logger.warn(`${signal} again: exiting now; jobs still held return to the queue when their locks expire`, 'Supervisor');
+      // A terminal's Ctrl-C reaches both this process and its parent (which then sends SIGTERM): only
+      // a second SIGINT means "now".
+      if (signal !== 'SIGINT') return;
+      Logger.warn('SIGINT again: exiting now; jobs still held return to the queue when their locks expire', 'Supervisor');
       process.exit(1);
     }
     stopping = true;

@@ -17,7 +17,14 @@ const config = loadConfig();
   providers: [
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
-    { provide: REDIS, useFactory: () => new IORedis(config.redisUrl, { maxRetriesPerRequest: null }) },
+    {
+      provide: REDIS,
+      useFactory: () => {
+        const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: null });
+        redis.on('error', () => undefined); // commands wait for the reconnect (no retry limit); the queue workers log the outage
+        return redis;
+      },
+    },
     CancelListener,
     WorkerPool,
     QueueWorkerService,

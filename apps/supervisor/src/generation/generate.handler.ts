@@ -56,6 +56,9 @@ export class GenerateHandler {
     @Inject(REDIS) private readonly redis: Redis,
   ) {
     this.webhooks = new Queue(QueueName.Webhook, { connection: redis });
+    // Without a listener BullMQ prints each connection error while Redis is away; adding a webhook
+    // job fails visibly on its own and the connection reconnects by itself.
+    this.webhooks.on('error', () => undefined);
   }
 
   @OnJob(JobName.Generate)

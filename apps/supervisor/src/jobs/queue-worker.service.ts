@@ -28,6 +28,8 @@ const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
 /** After the grace period, how long interrupted jobs get to stop between steps before their workers are stopped. */
 const INTERRUPT_WAIT_MS = 10_000;
 
+const CONNECTION_ERROR_LOG_EVERY_MS = 10_000;
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /**
@@ -47,6 +49,7 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
   private draining: Promise<void> | null = null;
   /** Generation jobs in a handler right now (for the shutdown log). */
   private running = 0;
+  private readonly lastConnectionError = new Map<string, number>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -82,7 +85,7 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
         stalledInterval: this.config.queueStalledIntervalMs,
         maxStalledCount: 2,
       });
-      worker.on('error', (err) => this.logger.error(`queue ${queue}: ${err.message}`));
+      worker.on('error', (err) => this.logError(queue, err));
       // BullMQ renews locks from Node; once one is lost another supervisor may take the job, so
       // the GPU run stops here (the result write is idempotent either way).
       worker.on('lockRenewalFailed', (jobIds: string[]) => {
@@ -141,6 +144,19 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
       this.logger.log(`taking generation jobs (${serving} serving worker(s))`);
       void worker.resume();
     }
+  }
+
+  /** While Redis is away every retry fails the same way: say so once in a while, not every time. */
+  private logError(queue: string, err: Error & { code?: string }): void {
+    const connection = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'].includes(err.code ?? '') || /Connection is closed/i.test(err.message);
+    if (!connection) {
+      this.logger.error(`queue ${queue}: ${err.message}`);
+      return;
+    }
+    const now = Date.now();
+    if (now - (this.lastConnectionError.get(queue) ?? 0) < CONNECTION_ERROR_LOG_EVERY_MS) return;
+    this.lastConnectionError.set(queue, now);
+    this.logger.warn(`queue ${queue}: Redis unreachable (${err.message}); reconnecting`);
   }
 
   private async dispatch(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> {

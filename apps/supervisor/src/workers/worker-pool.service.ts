@@ -10,7 +10,7 @@ import { WorkerProcess, type WorkerExit } from './worker-process';
 
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
-/** A worker that stayed up this long has its restart backoff reset. */
+/** A worker that served this long (after its canary) has its restart backoff reset. */
 const HEALTHY_AFTER_MS = 60_000;
 /** This many restarts without a healthy period marks the device unhealthy (it keeps retrying). */
 const CRASH_LOOP_RESTARTS = 5;
@@ -24,7 +24,8 @@ interface Slot {
   /** Restarts since the worker was last healthy for HEALTHY_AFTER_MS. */
   recentRestarts: number;
   backoffMs: number;
-  startedAt: number;
+  /** When the current worker passed its canary; 0 while it has not. */
+  readyAt: number;
   lastError: string | null;
   preload: string[];
   restartTimer: NodeJS.Timeout | null;
@@ -75,7 +76,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
         restarts: 0,
         recentRestarts: 0,
         backoffMs: BACKOFF_FIRST_MS,
-        startedAt: 0,
+        readyAt: 0,
         lastError: null,
         preload: [...this.config.workerPreload],
         restartTimer: null,
@@ -224,7 +225,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     });
     slot.worker = worker;
     slot.state = 'starting';
-    slot.startedAt = Date.now();
+    slot.readyAt = 0;
     worker.on('exit', (exit: WorkerExit) => {
       this.forget(worker);
       slot.lastError = exit.reason;
@@ -240,6 +241,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       await this.canary(worker);
       if (worker.state !== 'ready' || this.stopping) return; // died or stopped during the canary
       slot.state = 'ready';
+      slot.readyAt = Date.now();
       this.logger.log(`${worker.id} ready on ${ready.device} (pid ${ready.pid}); engines: ${ready.engines.map((e) => `${e.engine}[${e.weights}]`).join(', ')}`);
       void this.publishStatus();
       this.release(worker);
@@ -286,7 +288,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   }
 
   private scheduleRestart(slot: Slot, exit: WorkerExit): void {
-    if (Date.now() - slot.startedAt > HEALTHY_AFTER_MS) {
+    if (slot.readyAt && Date.now() - slot.readyAt > HEALTHY_AFTER_MS) {
       slot.backoffMs = BACKOFF_FIRST_MS;
       slot.recentRestarts = 0;
     }

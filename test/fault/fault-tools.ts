@@ -1,0 +1,296 @@
+import { JobName, ORIGIN_PRIORITY, QueueName, type GenerateJobPayload } from '@flexy/contracts';
+import { createDatabaseClient, GenerationsRepository, type DatabaseClient, type PrismaService } from '@flexy/persistence';
+import { randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { api, manage, ROOT, startStack, stopProcess, type ManagedProcess, type Stack } from '../support/stack';
+
+/**
+ * Tooling for the fault-injection suite: supervisors started on their own (own working directory,
+ * own environment, own Python worker), the Python worker's pid, lines a process prints from now on,
+ * direct looks at Redis (BullMQ) and the database, and the measurements behind RELIABILITY.md.
+ */
+
+/** Short windows so each fault is detected in seconds; production defaults are in libs/config. */
+export const FAST_SUPERVISOR_ENV: NodeJS.ProcessEnv = {
+  WORKER_HEARTBEAT_INTERVAL_MS: '500',
+  WORKER_HEARTBEAT_TIMEOUT_MS: '3000',
+  WORKER_KILL_GRACE_MS: '1000',
+  SUPERVISOR_GRACE_MS: '3000',
+  QUEUE_LOCK_DURATION_MS: '6000',
+  QUEUE_STALLED_INTERVAL_MS: '2000',
+  // The canary runs on the preloaded engine, which the suite's jobs use too: no load inside a job.
+  WORKER_PRELOAD: 'flux1_dev',
+  // Two cores: one torch thread per worker keeps two workers from fighting over both.
+  OMP_NUM_THREADS: '1',
+};
+
+export const ENGINE = 'flux1_dev';
+/** About 0.1 s of worker time on this machine. */
+export const TINY = { engine: ENGINE, steps: 1, width: 64, height: 64 } as const;
+/** About ten seconds of steps: outlasts the grace period and the lock checks. */
+export const LONG = { engine: ENGINE, steps: 100, width: 768, height: 768 } as const;
+
+export interface FaultStack extends Stack {
+  queue: Queue;
+  db: DatabaseClient;
+}
+
+/** The stack without supervisors: each test starts its own with the environment its fault needs. */
+export async function startFaultStack(env: NodeJS.ProcessEnv = {}): Promise<FaultStack> {
+  const stack = await startStack({ supervisors: 0, env });
+  const queue = new Queue(QueueName.Generation, { connection: { url: stack.redisUrl, maxRetriesPerRequest: null } });
+  queue.on('error', () => undefined); // Redis is restarted on purpose in one scenario
+  const db = createDatabaseClient(stack.env.DATABASE_URL!);
+  const stop = stack.stop.bind(stack);
+  return Object.assign(stack, {
+    queue,
+    db,
+    async stop() {
+      await queue.close().catch(() => undefined);
+      await db.$disconnect().catch(() => undefined);
+      await stop();
+    },
+  });
+}
+
+let supervisorCount = 0;
+
+/**
+ * A supervisor in a working directory of its own (as on another host), with its own host id and
+ * environment; resolves once its worker passed the canary. It is stopped with the stack.
+ */
+export async function startSupervisor(stack: Stack, hostId: string, env: NodeJS.ProcessEnv = {}): Promise<ManagedProcess> {
+  const cwd = mkdtempSync(join(stack.dataDir, `cwd-${hostId}-`));
+  const sup = manage(`supervisor-${hostId}-${++supervisorCount}`, process.execPath, [join(ROOT, 'dist/apps/supervisor/src/main.js')], {
+    ...stack.env,
+    ...FAST_SUPERVISOR_ENV,
+    SUPERVISOR_HOST_ID: hostId,
+    ...env,
+  }, cwd);
+  stack.supervisors.push(sup);
+  await sup.waitFor(/ready on/, 240_000);
+  return sup;
+}
+
+/** Resolves with the first line matching `pattern` that the process prints after this call. */
+export function nextLine(p: ManagedProcess, pattern: RegExp, timeoutMs: number): Promise<{ line: string; at: number }> {
+  const from = p.output.length;
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const tick = () => {
+      for (let i = from; i < p.output.length; i++) {
+        if (pattern.test(p.output[i])) return resolve({ line: p.output[i], at: Date.now() });
+      }
+      if (Date.now() > deadline) return reject(new Error(`${p.name}: no new line matching ${pattern} within ${timeoutMs} ms; last output:\n${p.output.slice(-25).join('\n')}`));
+      setTimeout(tick, 25).unref(); // a watcher that lost a race must not keep Jest alive
+    };
+    tick();
+  });
+}
+
+/** The first of several processes to print a line matching `pattern` from now on. */
+export function firstLine(ps: ManagedProcess[], pattern: RegExp, timeoutMs: number): Promise<{ p: ManagedProcess; line: string; at: number }> {
+  return Promise.any(ps.map((p) => nextLine(p, pattern, timeoutMs).then((r) => ({ p, ...r }))));
+}
+
+/** Lines of the process matching `pattern` (from its start). */
+export function linesMatching(p: ManagedProcess, pattern: RegExp): string[] {
+  return p.output.filter((l) => pattern.test(l));
+}
+
+/** The pid of the supervisor's Python worker (its child running flexy_worker), or null. */
+export function workerPid(sup: ManagedProcess): number | null {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== sup.child.pid) continue;
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('flexy_worker')) return Number(entry);
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return null;
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return state.slice(state.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Waits for the supervisor's worker to have passed its canary again after `oldPid` died; returns when. */
+export async function waitForRestartedWorker(sup: ManagedProcess, oldPid: number, timeoutMs = 180_000): Promise<{ pid: number; at: number }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const line = [...sup.output].reverse().find((l) => /ready on .*\(pid (\d+)\)/.test(l));
+    const pid = line ? Number(/\(pid (\d+)\)/.exec(line)![1]) : null;
+    if (pid && pid !== oldPid) return { pid, at: Date.now() };
+    if (Date.now() > deadline) throw new Error(`${sup.name}: worker not ready again within ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+export async function poll<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn().catch(() => null);
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+}
+
+/** POST /v1/generations; returns the id. */
+export async function create(stack: Stack, body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<string> {
+  const res = await api(stack, 'POST', '/v1/generations', { seed: 1, ...body }, headers);
+  if (res.status !== 202) throw new Error(`create answered ${res.status}: ${res.text}`);
+  return res.json.id as string;
+}
+
+/**
+ * Queues a generation the way the gateway does (record first, then the job), with a chosen number
+ * of attempts: a fault that fires on every run of a prompt shows its outcome after one attempt.
+ */
+export async function enqueue(stack: FaultStack, body: { prompt: string; engine: typeof ENGINE; steps: number; width: number; height: number }, attempts: number): Promise<string> {
+  const id = `gen_${randomUUID().replace(/-/g, '')}`;
+  const payload: GenerateJobPayload = {
+    generationId: id,
+    negativePrompt: null,
+    seed: 1,
+    guidance: 3.5,
+    numImages: 1,
+    origin: 'interactive',
+    references: [],
+    apiKeyId: null,
+    webhookUrl: null,
+    acceptedAt: Date.now(),
+    ...body,
+  };
+  await new GenerationsRepository({ client: stack.db } as PrismaService).create({ id, ...body, seed: 1, guidance: 3.5, numImages: 1 });
+  await stack.queue.add(JobName.Generate, payload, {
+    jobId: id,
+    priority: ORIGIN_PRIORITY.interactive,
+    attempts,
+    backoff: { type: 'exponential', delay: 1000 },
+  });
+  return id;
+}
+
+/** Restarts the stack's redis-server on the same port and data folder (AOF on), as stack.ts starts it. */
+export async function restartRedis(stack: Stack, downMs: number, whileDown: () => Promise<void>): Promise<{ stoppedAt: number; startedAt: number }> {
+  await stopProcess(stack.redis, 'SIGTERM');
+  const stoppedAt = Date.now();
+  await Promise.all([whileDown(), sleep(downMs)]);
+  stack.redis = manage(`redis-${stack.redisPort}-restarted`, 'redis-server', [
+    '--port', String(stack.redisPort), '--bind', '127.0.0.1', '--dir', stack.dataDir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction',
+  ], process.env);
+  await stack.redis.waitFor(/Ready to accept connections/, 10_000);
+  return { stoppedAt, startedAt: Date.now() };
+}
+
+/** The generation as the API shows it, once it is no longer queued or running. */
+export async function finished(stack: Stack, id: string, timeoutMs = 180_000) {
+  return poll(`${id} to finish`, async () => {
+    const r = await api(stack, 'GET', `/v1/generations/${id}`);
+    return r.status === 200 && !['queued', 'running'].includes(r.json.status) ? r.json : null;
+  }, timeoutMs, 100);
+}
+
+/** Waits until the job has reported at least `step` denoising steps: it is mid-run on a worker. */
+export async function midRun(stack: FaultStack, id: string, step = 2, timeoutMs = 120_000): Promise<void> {
+  await poll(`${id} to reach step ${step}`, async () => {
+    const job = await stack.queue.getJob(id);
+    const progress = job?.progress as { step?: number } | undefined;
+    return (progress?.step ?? 0) >= step;
+  }, timeoutMs);
+}
+
+export async function jobState(stack: FaultStack, id: string): Promise<string> {
+  const job = await stack.queue.getJob(id);
+  return job ? job.getState() : 'missing';
+}
+
+/** What is recorded for a generation: the row, its image rows, and its files on disk. */
+export async function records(stack: FaultStack, id: string) {
+  const rows = await stack.db.generation.findMany({ where: { id }, include: { images: true } });
+  const dir = join(stack.dataDir, 'images', id.slice(-2));
+  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${id}_`)) : [];
+  return { rows, images: rows.flatMap((r) => r.images), files };
+}
+
+/** Starts a supervisor's worker run over and expects the next tiny job to succeed on it. */
+export async function expectServing(stack: Stack, tag: string): Promise<void> {
+  const g = await finished(stack, await create(stack, { ...TINY, prompt: `next job after ${tag}` }));
+  if (g.status !== 'succeeded') throw new Error(`the job after ${tag} ended ${g.status}: ${JSON.stringify(g.error)}`);
+}
+
+// ---- measurements ---------------------------------------------------------------------------------
+
+export interface Measurement {
+  scenario: string;
+  outcome: string;
+  detectionMs: number | null;
+  recoveryMs: number | null;
+  jobsLost: number;
+}
+
+const RESULTS_DIR = join(ROOT, 'test-artifacts/fault');
+const REPORT = join(ROOT, 'test/fault/RELIABILITY.md');
+export const REPORT_COMMAND = 'node scripts/build.mjs && FAULT_REPORT=1 npx jest test/fault';
+
+/** Keeps one scenario's measurement (test-artifacts/fault/<file>.json); `writeReport` turns them into the table. */
+export function measure(file: string, m: Measurement): void {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const path = join(RESULTS_DIR, `${file}.json`);
+  const all: Measurement[] = existsSync(path) ? JSON.parse(readFileSync(path, 'utf8')) : [];
+  writeFileSync(path, JSON.stringify([...all.filter((x) => x.scenario !== m.scenario), m], null, 2));
+}
+
+export function resetMeasurements(file: string): void {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  writeFileSync(join(RESULTS_DIR, `${file}.json`), '[]');
+}
+
+const seconds = (ms: number | null) => (ms === null ? '—' : `${(ms / 1000).toFixed(1)} s`);
+
+/** With FAULT_REPORT=1, (re)writes test/fault/RELIABILITY.md from every file's measurements. */
+export function writeReport(settings: string): void {
+  if (process.env.FAULT_REPORT !== '1' || !existsSync(RESULTS_DIR)) return;
+  const rows = readdirSync(RESULTS_DIR)
+    .filter((f) => f.endsWith('.json'))
+    .flatMap((f) => JSON.parse(readFileSync(join(RESULTS_DIR, f), 'utf8')) as Measurement[])
+    .sort((a, b) => Number.parseInt(a.scenario, 10) - Number.parseInt(b.scenario, 10) || a.scenario.localeCompare(b.scenario));
+  const table = [
+    '| scenario | outcome | detection | recovery | jobs lost |',
+    '|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.scenario} | ${r.outcome} | ${seconds(r.detectionMs)} | ${seconds(r.recoveryMs)} | ${r.jobsLost} |`),
+  ];
+  const text = [
+    '## Reliability',
+    '',
+    'Each fault below is injected into the real stack (a private `redis-server` with AOF, SQLite, supervisors',
+    'with their real Python workers on the demo snapshots, the gateway) by `test/fault`, and each outcome is',
+    'asserted there. Detection: from the fault to the moment the system acted on it (worker stopped, job',
+    'failed over, job handed back). Recovery: from the fault to the affected job, or the next one, finished',
+    'and recorded.',
+    '',
+    ...table,
+    '',
+    `Measured with \`${REPORT_COMMAND}\` on ${new Date().toISOString().slice(0, 10)}, on a 2-core machine shared`,
+    `with other work (times include worker restarts: importing torch and diffusers takes most of them). ${settings}`,
+    '',
+  ].join('\n');
+  writeFileSync(REPORT, text);
+}
+
+export { stopProcess };

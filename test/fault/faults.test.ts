@@ -1,0 +1,330 @@
+import IORedis from 'ioredis';
+import { api, type ManagedProcess } from '../support/stack';
+import {
+  create,
+  enqueue,
+  expectServing,
+  FAST_SUPERVISOR_ENV,
+  finished,
+  isAlive,
+  jobState,
+  linesMatching,
+  measure,
+  midRun,
+  nextLine,
+  poll,
+  firstLine,
+  records,
+  resetMeasurements,
+  restartRedis,
+  sleep,
+  startFaultStack,
+  startSupervisor,
+  TINY,
+  LONG,
+  waitForRestartedWorker,
+  workerPid,
+  writeReport,
+  type FaultStack,
+} from './fault-tools';
+
+/**
+ * Scenarios 1–9 of the fault-injection suite, on one stack whose supervisors take turns: each
+ * supervisor's Python worker reads its fault-injection settings at start, so the scenarios that need
+ * another setting (or a supervisor kill) continue on the next supervisor.
+ */
+
+jest.setTimeout(300_000);
+
+const FILE = 'faults';
+const HEARTBEAT_TIMEOUT_MS = Number(FAST_SUPERVISOR_ENV.WORKER_HEARTBEAT_TIMEOUT_MS);
+const HEARTBEAT_INTERVAL_MS = Number(FAST_SUPERVISOR_ENV.WORKER_HEARTBEAT_INTERVAL_MS);
+const GRACE_MS = Number(FAST_SUPERVISOR_ENV.SUPERVISOR_GRACE_MS);
+/** A few seconds of steps: a kill at step 2 lands mid-run. */
+const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
+
+let stack: FaultStack;
+/** The supervisor the next scenario runs on. */
+let sup: ManagedProcess;
+
+beforeAll(async () => {
+  resetMeasurements(FILE);
+  stack = await startFaultStack();
+  sup = await startSupervisor(stack, 'host-a', {
+    FLEXY_FAULT_EXIT_ON_JOB: 'exit-zero-now:0',
+    FLEXY_FAULT_OOM_ON_JOB: 'oom-me-now',
+    FLEXY_FAULT_CUDA_FATAL_ON_JOB: 'poison-cuda-now',
+  });
+}, 300_000);
+
+afterAll(async () => {
+  await stack?.stop();
+  writeReport(
+    `Windows used: heartbeat every ${HEARTBEAT_INTERVAL_MS} ms, silent limit ${HEARTBEAT_TIMEOUT_MS} ms, SIGTERM→SIGKILL ${FAST_SUPERVISOR_ENV.WORKER_KILL_GRACE_MS} ms, ` +
+      `supervisor grace ${GRACE_MS} ms, BullMQ lock ${FAST_SUPERVISOR_ENV.QUEUE_LOCK_DURATION_MS} ms, stalled check every ${FAST_SUPERVISOR_ENV.QUEUE_STALLED_INTERVAL_MS} ms.`,
+  );
+});
+
+/** One result: one succeeded row, one image row, one file. */
+async function expectOneResult(id: string) {
+  const r = await records(stack, id);
+  expect(r.rows).toHaveLength(1);
+  expect(r.rows[0].status).toBe('succeeded');
+  expect(r.images).toHaveLength(1);
+  expect(r.files).toEqual([`${id}_0.png`]);
+  return r.rows[0];
+}
+
+const noMissingLock = (p: ManagedProcess) => expect(linesMatching(p, /Missing lock/i)).toEqual([]);
+
+describe('worker faults (host-a)', () => {
+  it('8. the same create sent twice with one Idempotency-Key makes one generation and one job', async () => {
+    const body = { ...TINY, prompt: 'idempotent create', seed: 8 };
+    const headers = { 'idempotency-key': `fault-8-${Date.now()}` };
+    const first = await api(stack, 'POST', '/v1/generations', body, headers);
+    const again = await api(stack, 'POST', '/v1/generations', body, headers);
+    expect(first.status).toBe(202);
+    expect(again.status).toBe(202);
+    expect(again.headers.get('idempotent-replayed')).toBe('true');
+    expect(again.json.id).toBe(first.json.id);
+    const g = await finished(stack, first.json.id);
+    expect(g.status).toBe('succeeded');
+    expect(await stack.db.generation.count({ where: { prompt: body.prompt } })).toBe(1);
+    expect((await stack.queue.getJobs(['completed', 'waiting', 'prioritized', 'active', 'delayed', 'failed'])).filter((j) => j.data.prompt === body.prompt)).toHaveLength(1);
+    await expectOneResult(first.json.id);
+    measure(FILE, { scenario: '8. same create twice, one Idempotency-Key', outcome: 'one generation, one job, one image; the repeat answers the same id with `Idempotent-Replayed: true`', detectionMs: null, recoveryMs: null, jobsLost: 0 });
+  });
+
+  it('9a. an injected OOM fails that job as `oom` after one retry; the worker keeps serving', async () => {
+    const pid = workerPid(sup)!;
+    const t0 = Date.now();
+    const id = await create(stack, { ...TINY, prompt: 'oom-me-now' });
+    const g = await finished(stack, id);
+    const failedAt = Date.now();
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('oom');
+    expect((await records(stack, id)).rows[0].attempts).toBe(2);
+    expect(workerPid(sup)).toBe(pid);
+    expect(linesMatching(sup, new RegExp(`job=${id} out of memory`))).toHaveLength(2);
+    await expectServing(stack, 'oom');
+    expect(workerPid(sup)).toBe(pid);
+    measure(FILE, { scenario: '9a. injected OOM', outcome: 'job failed as `oom` after 1 retry; same worker process served the next job', detectionMs: failedAt - t0, recoveryMs: Date.now() - failedAt, jobsLost: 0 });
+  });
+
+  it('7. a deleted job lock aborts the GPU run; the job runs again once and is recorded once', async () => {
+    const id = await create(stack, { ...LONG, prompt: 'lock deleted mid-run' });
+    await midRun(stack, id);
+    const aborted = nextLine(sup, new RegExp(`job=${id} cancelled`), 60_000);
+    const redis = new IORedis(stack.redisUrl);
+    const t0 = Date.now();
+    expect(await redis.del(`bull:generation:${id}:lock`)).toBe(1);
+    redis.disconnect();
+    const { at } = await aborted;
+    const g = await finished(stack, id);
+    const doneAt = Date.now();
+    expect(g.status).toBe('succeeded');
+    const row = await expectOneResult(id);
+    expect(row.attempts).toBe(2);
+    expect(linesMatching(sup, new RegExp(`lost the lock of ${id}`)).length).toBeGreaterThan(0);
+    expect(linesMatching(sup, new RegExp(`job=${id} succeeded`))).toHaveLength(1);
+    noMissingLock(sup);
+    measure(FILE, { scenario: '7. job lock deleted mid-run', outcome: 'GPU run aborted between steps; the stalled check re-queued it; ran once more; one record, one file', detectionMs: at - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('1. kill -9 of the Python worker mid-job: retried on the restarted worker; one record, one file', async () => {
+    const id = await create(stack, { ...MEDIUM, prompt: 'worker kill -9' });
+    await midRun(stack, id);
+    const pid = workerPid(sup)!;
+    const detected = nextLine(sup, new RegExp(`${id} attempt 1 failed: .*killed by SIGKILL`), 30_000);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGKILL');
+    const { at } = await detected;
+    const restarted = await waitForRestartedWorker(sup, pid);
+    const g = await finished(stack, id);
+    const doneAt = Date.now();
+    expect(g.status).toBe('succeeded');
+    expect((await expectOneResult(id)).attempts).toBe(2);
+    measure(FILE, { scenario: '1. kill -9 the worker mid-job', outcome: `retried on the restarted worker (ready ${((restarted.at - t0) / 1000).toFixed(1)} s after the kill); succeeded; one record, one file`, detectionMs: at - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('2. SIGSTOP of the worker: caught within the heartbeat window, killed, restarted, job retried', async () => {
+    const id = await create(stack, { ...MEDIUM, prompt: 'worker sigstop' });
+    await midRun(stack, id);
+    const pid = workerPid(sup)!;
+    const detected = nextLine(sup, /stopping: missed heartbeats/, 30_000);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGSTOP');
+    const { at } = await detected;
+    expect(at - t0).toBeLessThanOrEqual(HEARTBEAT_TIMEOUT_MS + HEARTBEAT_INTERVAL_MS + 1000);
+    await poll('the stopped worker to be gone', async () => !isAlive(pid), 10_000);
+    await waitForRestartedWorker(sup, pid);
+    const g = await finished(stack, id);
+    const doneAt = Date.now();
+    expect(g.status).toBe('succeeded');
+    expect((await expectOneResult(id)).attempts).toBe(2);
+    measure(FILE, { scenario: '2. SIGSTOP the worker', outcome: `silent worker stopped (SIGTERM, then SIGKILL) within the ${HEARTBEAT_TIMEOUT_MS} ms window, restarted; job retried and succeeded`, detectionMs: at - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('3a. worker exits 0 mid-job: the job fails with that reason; the next job succeeds', async () => {
+    const pid = workerPid(sup)!;
+    const crashed = nextLine(sup, /fault injection: exiting mid-job with 0/, 60_000);
+    // One attempt: the fault fires on every run of this prompt.
+    const id = await enqueue(stack, { ...TINY, prompt: 'exit-zero-now' }, 1);
+    const detected = nextLine(sup, new RegExp(`${id} attempt 1 failed`), 60_000);
+    const g = await finished(stack, id);
+    const [{ at: t0 }, { at }] = await Promise.all([crashed, detected]);
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('worker_lost');
+    expect(g.error.message).toMatch(new RegExp(`exited with code 0 while running ${id}`));
+    await waitForRestartedWorker(sup, pid);
+    await expectServing(stack, 'exit 0');
+    measure(FILE, { scenario: '3a. worker exits 0 mid-job', outcome: '`worker_lost: … exited with code 0 while running <job>`; worker restarted; next job succeeded', detectionMs: at - t0, recoveryMs: Date.now() - t0, jobsLost: 0 });
+  });
+
+  it('3c. worker killed by SIGSEGV mid-job: the job fails with that reason; the next job succeeds', async () => {
+    const id = await enqueue(stack, { ...MEDIUM, prompt: 'segfault mid-job' }, 1);
+    await midRun(stack, id);
+    const pid = workerPid(sup)!;
+    const detected = nextLine(sup, new RegExp(`${id} attempt 1 failed`), 30_000);
+    const t0 = Date.now();
+    process.kill(pid, 'SIGSEGV');
+    const { at } = await detected;
+    const g = await finished(stack, id);
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('worker_lost');
+    expect(g.error.message).toMatch(new RegExp(`killed by SIGSEGV while running ${id}`));
+    await waitForRestartedWorker(sup, pid);
+    await expectServing(stack, 'SIGSEGV');
+    measure(FILE, { scenario: '3c. worker killed by SIGSEGV mid-job', outcome: '`worker_lost: … was killed by SIGSEGV while running <job>`; worker restarted; next job succeeded', detectionMs: at - t0, recoveryMs: Date.now() - t0, jobsLost: 0 });
+  });
+
+  it('9b. an injected fatal CUDA error: worker exits 70, restarts at once, passes the canary, next job succeeds', async () => {
+    const pid = workerPid(sup)!;
+    const poisoned = nextLine(sup, /CUDA context is poisoned/, 60_000);
+    const restartNow = nextLine(sup, /restarting host-a\/cpu in 0 ms/, 60_000);
+    const canary = nextLine(sup, /job=canary-host-a\/cpu-\d+ succeeded/, 240_000);
+    const id = await enqueue(stack, { ...TINY, prompt: 'poison-cuda-now' }, 1);
+    const g = await finished(stack, id);
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('cuda_fatal');
+    const [{ at: t0 }, { at }] = await Promise.all([poisoned, restartNow]);
+    await waitForRestartedWorker(sup, pid);
+    await canary;
+    expect(linesMatching(sup, /exited with code 70/).length).toBeGreaterThan(0);
+    await expectServing(stack, 'CUDA fatal');
+    measure(FILE, { scenario: '9b. injected fatal CUDA error', outcome: 'job failed as `cuda_fatal`; worker exited 70, restarted with no backoff, canary passed; next job succeeded', detectionMs: at - t0, recoveryMs: Date.now() - t0, jobsLost: 0 });
+  });
+
+  it('6. Redis restarted mid-run (AOF on): no queued job lost; the gateway answers 503 fast while it is down; work resumes', async () => {
+    const ids = [await create(stack, { ...LONG, prompt: 'redis restart 0' })];
+    for (let i = 1; i < 5; i++) ids.push(await create(stack, { ...TINY, prompt: `redis restart ${i}` }));
+    await midRun(stack, ids[0]);
+    let refusedInMs = 0;
+    let createStatus = 0;
+    let readyStatus = 0;
+    const { stoppedAt, startedAt } = await restartRedis(stack, 3000, async () => {
+      const t = Date.now();
+      createStatus = (await api(stack, 'POST', '/v1/generations', { ...TINY, prompt: 'while redis is down' })).status;
+      refusedInMs = Date.now() - t;
+      readyStatus = (await api(stack, 'GET', '/health/ready')).status;
+    });
+    expect(createStatus).toBe(503);
+    expect(refusedInMs).toBeLessThan(2000);
+    expect(readyStatus).toBe(503);
+    for (const id of ids) expect((await finished(stack, id)).status).toBe('succeeded');
+    const doneAt = Date.now();
+    for (const id of ids) await expectOneResult(id);
+    // The gateway records before it queues; a create the queue refused is left failed, never queued.
+    const refused = await stack.db.generation.findMany({ where: { prompt: 'while redis is down' } });
+    expect(refused.map((r) => [r.status, r.errorCode])).toEqual(refused.length ? [['failed', 'queue_unavailable']] : []);
+    expect(refused.length ? await stack.queue.getJob(refused[0].id) : undefined).toBeUndefined();
+    await expectServing(stack, 'the Redis restart');
+    measure(FILE, { scenario: '6. Redis restarted mid-run (AOF)', outcome: `all ${ids.length} jobs queued before the restart succeeded, once each; creates answered 503 in ${refusedInMs} ms while Redis was down; supervisor resumed by itself`, detectionMs: refusedInMs, recoveryMs: doneAt - startedAt, jobsLost: 0 });
+    expect(startedAt).toBeGreaterThan(stoppedAt);
+  });
+});
+
+describe('supervisor faults', () => {
+  /** host-b and host-c, both with the exit-1 fault, so scenario 3b holds whichever takes the job. */
+  let pair: ManagedProcess[] = [];
+
+  it('5. SIGTERM of the supervisor during a long job: handed back within the grace period, exit 0, no "Missing lock"; another supervisor finishes it', async () => {
+    const id = await create(stack, { ...LONG, prompt: 'supervisor sigterm' });
+    await midRun(stack, id);
+    const pid = workerPid(sup)!;
+    const t0 = Date.now();
+    sup.child.kill('SIGTERM');
+    await poll(`${id} back in the queue`, async () => ['waiting', 'prioritized'].includes(await jobState(stack, id)), GRACE_MS + 15_000, 20);
+    const backAt = Date.now();
+    expect(backAt - t0).toBeLessThan(GRACE_MS + 5000);
+    expect((await sup.exited()).code).toBe(0);
+    noMissingLock(sup);
+    expect(linesMatching(sup, new RegExp(`${id} put back in the queue`))).toHaveLength(1);
+    expect(linesMatching(sup, new RegExp(`job=${id} succeeded`))).toEqual([]);
+    await poll('the old worker to be gone', async () => !isAlive(pid), 10_000);
+    expect((await records(stack, id)).rows[0].status).toBe('queued');
+
+    pair = await Promise.all(['host-b', 'host-c'].map((host) => startSupervisor(stack, host, { FLEXY_FAULT_EXIT_ON_JOB: 'exit-one-now:1' })));
+    const g = await finished(stack, id);
+    const doneAt = Date.now();
+    expect(g.status).toBe('succeeded');
+    await expectOneResult(id);
+    measure(FILE, { scenario: '5. SIGTERM the supervisor during a long job', outcome: `job interrupted between steps after the ${GRACE_MS} ms grace and put back at the head of the queue; exit 0; no "Missing lock"; finished once by a supervisor started afterwards`, detectionMs: backAt - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('3b. worker exits 1 mid-job: the job fails with that reason; the next job succeeds', async () => {
+    const crashed = firstLine(pair, /fault injection: exiting mid-job with 1/, 60_000);
+    const detected = firstLine(pair, /attempt 1 failed: .*exited with code 1 while running/, 60_000);
+    const id = await enqueue(stack, { ...TINY, prompt: 'exit-one-now' }, 1);
+    const [{ p: host, at: t0, line }, { at }] = await Promise.all([crashed, detected]);
+    const pid = Number(/flexy_worker\[(\d+)\]/.exec(line)![1]);
+    const g = await finished(stack, id);
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('worker_lost');
+    expect(g.error.message).toMatch(new RegExp(`exited with code 1 while running ${id}`));
+    expect(linesMatching(host, new RegExp(`${id} attempt 1 failed: .*exited with code 1`))).toHaveLength(1);
+    await waitForRestartedWorker(host, pid);
+    await expectServing(stack, 'exit 1');
+    measure(FILE, { scenario: '3b. worker exits 1 mid-job', outcome: '`worker_lost: … exited with code 1 while running <job>`; worker restarted; next job succeeded', detectionMs: at - t0, recoveryMs: Date.now() - t0, jobsLost: 0 });
+  });
+
+  it('4. kill -9 of the supervisor mid-job: the other supervisor picks the stalled job up; one result; the orphaned worker exits', async () => {
+    const id = await create(stack, { ...LONG, prompt: 'supervisor kill -9' });
+    await midRun(stack, id);
+    const runningOn = ((await stack.queue.getJob(id))!.progress as { workerId: string }).workerId;
+    const victim = pair.find((p) => runningOn.startsWith(`${hostOf(p)}/`))!;
+    const survivor = pair.find((p) => p !== victim)!;
+    const orphan = workerPid(victim)!;
+    const picked = nextLine(survivor, new RegExp(`job=${id} started`), 60_000);
+    const t0 = Date.now();
+    victim.child.kill('SIGKILL');
+    const { at } = await picked;
+    const g = await finished(stack, id);
+    const doneAt = Date.now();
+    expect(g.status).toBe('succeeded');
+    const row = await expectOneResult(id);
+    expect(row.workerId).toBe(`${hostOf(survivor)}/cpu`);
+    await poll('the orphaned worker to exit', async () => !isAlive(orphan), 60_000);
+    noMissingLock(survivor);
+    sup = survivor;
+    measure(FILE, { scenario: '4. kill -9 the supervisor mid-job', outcome: 'the job\'s lock expired and the other supervisor\'s stalled check re-queued it; it ran there and was recorded once; the orphaned worker exited on its own', detectionMs: at - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('5b. SIGTERM while a short job runs: it finishes within the grace period and the supervisor exits 0', async () => {
+    const id = await create(stack, { ...MEDIUM, prompt: 'finish before exit' });
+    await midRun(stack, id, 1);
+    const t0 = Date.now();
+    sup.child.kill('SIGTERM');
+    expect((await sup.exited()).code).toBe(0);
+    const exitedAt = Date.now();
+    expect(exitedAt - t0).toBeLessThan(GRACE_MS + 15_000);
+    const g = await finished(stack, id, 10_000);
+    expect(g.status).toBe('succeeded');
+    await expectOneResult(id);
+    expect(linesMatching(sup, /put back in the queue/)).toEqual([]);
+    noMissingLock(sup);
+    measure(FILE, { scenario: '5b. SIGTERM the supervisor during a short job', outcome: 'job finished within the grace period and was recorded; exit 0', detectionMs: null, recoveryMs: exitedAt - t0, jobsLost: 0 });
+  });
+});
+
+const hostOf = (p: ManagedProcess) => /supervisor-(host-[a-z])-/.exec(p.name)![1];
