@@ -430,6 +430,12 @@ class StepClock:
         return statistics.median(gaps) if gaps else None
 
 
+def to_rgb8(images):
+    from flexy_worker.engines.manager import to_rgb8 as worker_to_rgb8
+
+    return worker_to_rgb8(images)
+
+
 def image_diff(a, b) -> dict[str, float]:
     import numpy as np
 
@@ -464,8 +470,10 @@ def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_pa
     log(f"{engine}: {weights_gb} GB resident; warm-up")
     with torch.inference_mode():
         warm_kwargs = plain_kwargs(pipeline, request, embeds)
-        warm_kwargs["num_inference_steps"] = 2
+        if engine == "flux2_dev_4bit":
+            warm_kwargs["num_inference_steps"] = 2  # 16 s an image: a short warm-up
         pipeline(**warm_kwargs)
+    reps = max(reps, args.pipe_reps_small) if engine != "flux2_dev_4bit" else reps
 
     def worker_run():
         clock = StepClock()
@@ -484,7 +492,7 @@ def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_pa
             if which == "plain":
                 seconds, out = plain_run()
                 plain_s.append(seconds)
-                images["diffusers"] = out.images[0]
+                images["diffusers"] = to_rgb8(out.images)[0]
             else:
                 seconds, out, clock = worker_run()
                 worker_s.append(seconds)
@@ -514,6 +522,7 @@ def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_pa
         try:
             path = acc.parse_options(opts)
             report = acc.apply_fast_path(pipeline, path, engine, device)
+            free(device)
             manager.residency_manager.attach(engine, "transformer" if hasattr(pipeline, "transformer") else "unet",
                                              acc.denoiser_of(pipeline), None)  # fmt: skip  (re-count bytes)
             spec = manager.catalog[engine]
@@ -535,7 +544,7 @@ def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_pa
                     resident_gb_fast=round(manager.residency_manager.engine_bytes(engine) / GB, 2),
                     speedup_vs_worker_baseline=round(baseline_s / med, 3), overhead_ratio_vs_plain_baseline=round(med / plain_med, 4),
                     warm_up_s=round(warm_s, 1), warm_up_again_s=round(warm2_s, 2), compile_s=round(warm_s - warm2_s, 1),
-                    apply_s=round(report.apply_ms / 1000, 2), fast_path=report.as_dict(),
+                    apply_s=round(report.apply_ms / 1000, 2), fast_path=report.as_dict(), allocated_gb=allocated_gb(device),
                     image_vs_baseline=image_diff(outs[-1].images[0], baseline_image))  # fmt: skip
             last_image, last_s = outs[-1].images[0], med
         except Exception as exc:
@@ -545,20 +554,25 @@ def bench_engine(args, rec: Recorder, device: torch.device, engine: str, fast_pa
             rec.row(**base, mode=f"worker generate() fast:{opts}", error=repr(exc)[:400])
     if side_by_side:
         save_side_by_side(baseline_image, last_image, engine)
-    if cache and not over_budget(args, 60):
+    for threshold in cache or []:
+        if over_budget(args, 40):
+            break
         try:
-            ok = acc.enable_step_cache(acc.denoiser_of(pipeline), cache)
+            denoiser = acc.denoiser_of(pipeline)
+            ok = acc.enable_step_cache(denoiser, threshold)
             if ok:
+                before = dict(acc.step_cache_stats(pipeline))
                 seconds, out, clock = worker_run()
-                stats = acc.step_cache_stats(pipeline)
-                rec.row(**base, mode=f"worker generate() fast + step cache {cache:g}", s_per_image=round(seconds, 3),
+                after = acc.step_cache_stats(pipeline)
+                stats = {k: after[k] - before.get(k, 0) for k in after}
+                rec.row(**base, mode=f"worker generate() fast + step cache {threshold:g}", s_per_image=round(seconds, 3),
                         s_per_step=round(((out.timings["denoise_ms"]) / 1000) / request.steps, 4),
                         s_per_step_source="denoise time / steps (skipped steps included)",
                         peak_gb=peak_gb(device), speedup_vs_fast=round(last_s / seconds, 3), cache_stats=stats,
                         image_vs_fast=image_diff(out.images[0], last_image),
                         image_vs_baseline=image_diff(out.images[0], baseline_image))  # fmt: skip
         except Exception as exc:
-            rec.row(**base, mode=f"step cache {cache:g}", error=repr(exc)[:400])
+            rec.row(**base, mode=f"step cache {threshold:g}", error=repr(exc)[:400])
     manager.unload()
     del pipeline, manager
     free(device)
@@ -581,12 +595,12 @@ def save_side_by_side(left, right, engine: str) -> None:
 
 
 def suite_pipe_flux2(args, rec, device) -> None:
-    bench_engine(args, rec, device, "flux2_dev_4bit", ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"], cache=args.cache,
+    bench_engine(args, rec, device, "flux2_dev_4bit", args.flux2_fast or ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"], cache=args.cache,
                  side_by_side=True, reps=args.pipe_reps)  # fmt: skip
 
 
 def suite_pipe_others(args, rec, device) -> None:
-    for engine in ("flux1_dev", "sd3_medium", "realvis_xl"):
+    for engine in args.engines or ("flux1_dev", "sd3_medium", "realvis_xl"):
         if over_budget(args, 120):
             rec.row(engine=engine, mode="(skipped)", note="time budget")
             continue
@@ -843,7 +857,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--command", default=None, help="command string recorded in each row")
     parser.add_argument("--reps", type=int, default=5, help="timed transformer steps per mode")
     parser.add_argument("--pipe-reps", type=int, default=2, help="images per mode in the pipeline suites")
-    parser.add_argument("--cache", type=float, default=0.08, help="step-cache threshold measured (0: skip)")
+    parser.add_argument("--cache", type=lambda v: [float(x) for x in v.split(",") if float(x) > 0], default=[0.08, 0.2, 0.4],
+                        help="step-cache thresholds measured, comma-separated (0: none)")
+    parser.add_argument("--pipe-reps-small", type=int, default=4, help="images per mode for engines under 5 s an image")
+    parser.add_argument("--flux2-fast", type=lambda v: v.split(","), default=None, help="pipe-flux2: fast paths, in order")
+    parser.add_argument("--engines", type=lambda v: v.split(","), default=None, help="pipe-others: engines to run")
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
     parser.add_argument("--skip-local-te", action="store_true")
     parser.add_argument("--autotune", action="store_true", help="flux2-step: also time max-autotune compile")

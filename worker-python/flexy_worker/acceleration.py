@@ -455,6 +455,11 @@ def enable_step_cache(denoiser: nn.Module, threshold: float) -> bool:
     if not lists or not isinstance(norm_out, nn.Module):
         log.warning("no step cache for %s: no transformer block list", type(denoiser).__name__)
         return False
+    state = getattr(denoiser, "_flexy_step_cache", None)
+    if state is not None:  # already on: a new threshold, a fresh cache
+        state.threshold = threshold
+        state.reset()
+        return True
     state = _StepCache(threshold)
     for index, blocks in enumerate(lists):
         blocks.__class__ = _SkippableBlocks
@@ -530,6 +535,9 @@ def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: tor
         return report
     started = time.perf_counter()
     if resolved.fp8:
+        if any(getattr(b, "_compiled_call_impl", None) is not None for b in repeated_blocks(denoiser)):
+            # Compiled code of the old layers would keep their weights alive: drop it first.
+            torch._dynamo.reset()
         report.details.update(convert_to_fp8(denoiser, resolved.fp8))
         if _is_cuda(device):
             torch.cuda.empty_cache()
