@@ -21,6 +21,8 @@ export interface AppConfig {
   heartbeatTimeoutMs: number;
   /** How long a worker being stopped (hang, deadline) gets between SIGTERM and SIGKILL. */
   workerKillGraceMs: number;
+  /** A worker that served this long after its canary has its restart backoff reset. */
+  workerHealthyAfterMs: number;
   /** On SIGTERM, how long the supervisor lets running jobs finish before it puts them back in the queue. */
   supervisorGraceMs: number;
   /** BullMQ job lock: a supervisor that stops renewing it (crash, freeze) loses its jobs to the others after this long. */
@@ -73,6 +75,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
     heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
     workerKillGraceMs: int(env, 'WORKER_KILL_GRACE_MS', 3000),
+    workerHealthyAfterMs: int(env, 'WORKER_HEALTHY_AFTER_MS', 60_000),
     supervisorGraceMs: int(env, 'SUPERVISOR_GRACE_MS', 20_000),
     queueLockDurationMs: int(env, 'QUEUE_LOCK_DURATION_MS', 30_000),
     queueStalledIntervalMs: int(env, 'QUEUE_STALLED_INTERVAL_MS', 15_000),
