@@ -227,7 +227,8 @@ describe('admin dashboard in Chromium', () => {
     expect(count((await page.textContent('[data-fact="completed-last-hour"]')) ?? '')).toBeGreaterThanOrEqual(HISTORY_SIZE);
     expect(await page.locator('table.jobs tbody tr').count()).toBe(20);
     console.log(`queue page first contentful paint with ${completed} completed jobs: ${timings.map((t) => `${Math.round(t)} ms`).join(', ')}`);
-    expect(Math.min(...timings)).toBeLessThanOrEqual(1000);
+    // The median of three, so one stall of this shared 2-core machine does not decide it.
+    expect([...timings].sort((a, b) => a - b)[1]).toBeLessThanOrEqual(1000);
     await shot(page, 'queues-10k-history');
 
     // The jobs list pages through the same history in the database.

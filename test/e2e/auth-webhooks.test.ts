@@ -58,7 +58,7 @@ describe('API keys', () => {
     const second = await api(stack, 'POST', '/v1/generations', { prompt: 'second', engine: 'flux1_dev', steps: 1, width: 64, height: 64 }, auth);
     expect(second.status).toBe(429);
     expect(second.json.message).toMatch(/concurrent-job quota/);
-    await waitForGeneration(stack, long.json.id);
+    await waitForGeneration(stack, long.json.id, 120_000, auth);
     const third = await api(stack, 'POST', '/v1/generations', { prompt: 'third', engine: 'flux1_dev', steps: 1, width: 64, height: 64 }, auth);
     expect(third.status).toBe(202);
   });

@@ -26,6 +26,7 @@ function declaredRoutes(): string[] {
     if (Reflect.getMetadata('swagger/apiExcludeController', controller)) continue;
     const base = String(Reflect.getMetadata(PATH_METADATA, controller) ?? '');
     for (const name of Object.getOwnPropertyNames(controller.prototype)) {
+      if (name === 'constructor') continue;
       const handler = controller.prototype[name];
       const path = Reflect.getMetadata(PATH_METADATA, handler);
       if (path === undefined || typeof handler !== 'function') continue;

@@ -191,10 +191,10 @@ export async function api<T = any>(stack: Stack, method: string, path: string, b
 }
 
 /** Polls a generation until it leaves queued/running. */
-export async function waitForGeneration(stack: Stack, id: string, timeoutMs = 120_000) {
+export async function waitForGeneration(stack: Stack, id: string, timeoutMs = 120_000, headers: Record<string, string> = {}) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await api(stack, 'GET', `/v1/generations/${id}`);
+    const r = await api(stack, 'GET', `/v1/generations/${id}`, undefined, headers);
     if (r.status === 200 && !['queued', 'running'].includes(r.json.status)) return r.json;
     if (Date.now() > deadline) throw new Error(`generation ${id} still ${r.json?.status} after ${timeoutMs} ms`);
     await new Promise((res) => setTimeout(res, 100));
