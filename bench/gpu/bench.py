@@ -686,7 +686,7 @@ def suite_residency(args, rec: Recorder, device: torch.device) -> None:
             rec.row(mode="coresident", error=repr(exc)[:400])
         free(device)
         if cuda:
-            torch.cuda.set_per_process_memory_fraction(1.0, device)
+            torch.cuda.set_per_process_memory_fraction(1.0, device.index or 0)
 
     # Compile cost in a fresh process, then in a restarted one with the same cache folder
     if not over_budget(args, 150):
@@ -717,7 +717,7 @@ def coresident(args, rec: Recorder, device: torch.device, bw: dict, steps: int, 
     cuda = device.type == "cuda"
     if cuda:
         total = torch.cuda.get_device_properties(device).total_memory
-        torch.cuda.set_per_process_memory_fraction(cap_gb * 1024**3 / total, device)
+        torch.cuda.set_per_process_memory_fraction(cap_gb * 1024**3 / total, device.index or 0)
     reserve_gb = 6  # activations, VAE decode and allocator slack at 1024x1024
     budget = (cap_gb - reserve_gb) * 1024**3
     manager = make_manager(device, budget, "remote")
