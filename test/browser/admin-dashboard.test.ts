@@ -1,18 +1,19 @@
 /**
  * The operator dashboard in headless Chromium (playwright-core driving Debian's /usr/bin/chromium)
  * against the real stack: redis-server, SQLite, the supervisor with its Python worker on demo
- * snapshots, and the gateway. One stack serves the whole file. Screenshots of every page land in
- * test-artifacts/screenshots/.
+ * snapshots, and the gateway, which requires API keys as in production. One stack serves the whole
+ * file. Screenshots of every page land in test-artifacts/screenshots/.
  */
 import { JobName, QueueName, type GenerateJobPayload } from '@flexy/contracts';
 import { ENGINE_IDS } from '@flexy/engines';
 import { createDatabaseClient } from '@flexy/persistence';
 import { Queue, Worker } from 'bullmq';
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { api, ROOT, startStack, waitForGeneration, type Stack } from '../support/stack';
+import { api, ROOT, startStack, type Stack } from '../support/stack';
 
 jest.setTimeout(120_000);
 
@@ -23,9 +24,34 @@ const READONLY_PASSWORD = 'dashboard-suite-readonly-secret';
 const HISTORY_SIZE = 10_000;
 
 let stack: Stack;
+let adminKey: string;
 let browser: Browser;
 let context: BrowserContext;
 let page: Page;
+
+/** Mints an API key with the keys CLI, straight into the stack's database. */
+function mintKey(s: Stack, role: 'user' | 'admin', name: string): string {
+  const out = execFileSync(process.execPath, [join(ROOT, 'dist/apps/gateway/src/auth/keys.cli.js'), 'create', '--name', name, '--role', role, '--rate', '10000', '--concurrency', '100'], {
+    env: s.env,
+    encoding: 'utf8',
+  });
+  return (JSON.parse(out.trim().split('\n').pop()!) as { key: string }).key;
+}
+
+/** The public API, with the admin-role key (the gateway runs with AUTH_MODE=keys). */
+function v1(method: string, path: string, body?: unknown, key = adminKey) {
+  return api(stack, method, path, body, { authorization: `Bearer ${key}` });
+}
+
+async function waitForGeneration(id: string, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await v1('GET', `/v1/generations/${id}`);
+    if (r.status === 200 && !['queued', 'running'].includes(r.json.status)) return r.json;
+    if (Date.now() > deadline) throw new Error(`generation ${id} still ${r.json?.status} after ${timeoutMs} ms`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
 
 async function shot(p: Page, name: string): Promise<void> {
   await p.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
@@ -164,7 +190,8 @@ beforeAll(async () => {
     throw new Error(`Chromium is not installed at ${CHROMIUM}. Install Debian's package (apt-get install -y chromium; npm test does it) or set CHROMIUM_PATH.`);
   }
   mkdirSync(SCREENSHOTS, { recursive: true });
-  stack = await startStack({ supervisors: 0, env: { ADMIN_PASSWORD, ADMIN_READONLY_PASSWORD: READONLY_PASSWORD } });
+  stack = await startStack({ supervisors: 0, env: { AUTH_MODE: 'keys', ADMIN_PASSWORD, ADMIN_READONLY_PASSWORD: READONLY_PASSWORD } });
+  adminKey = mintKey(stack, 'admin', 'dashboard suite');
   // The Python worker takes the longest to start; the history and the browser are ready meanwhile.
   [browser] = await Promise.all([
     chromium.launch({ executablePath: CHROMIUM, headless: true, args: ['--no-sandbox'] }),
@@ -246,7 +273,7 @@ describe('admin dashboard in Chromium', () => {
     await waitForText(page, `${queue} [data-queue-state]`, (t) => t === 'paused');
     expect(count(await waitForText(page, `${queue} [data-count="waiting"]`, () => true))).toBe(0);
 
-    const created = await api(stack, 'POST', '/v1/generations', { prompt: 'a paused queue holds me', engine: 'realvis_xl', steps: 2, width: 64, height: 64, seed: 3 });
+    const created = await v1('POST', '/v1/generations', { prompt: 'a paused queue holds me', engine: 'realvis_xl', steps: 2, width: 64, height: 64, seed: 3 });
     expect(created.status).toBe(202);
     // Pushed over SSE: no reload happens here.
     await waitForText(page, `${queue} [data-count="waiting"]`, (t) => count(t) === 1);
@@ -256,7 +283,7 @@ describe('admin dashboard in Chromium', () => {
     await page.click(`${queue} button[data-action="resume"]`);
     await waitForText(page, `${queue} [data-queue-state]`, (t) => t === 'running');
     await waitForText(page, `${queue} [data-count="waiting"]`, (t) => count(t) === 0, 60_000);
-    expect((await waitForGeneration(stack, created.json.id)).status).toBe('succeeded');
+    expect((await waitForGeneration(created.json.id)).status).toBe('succeeded');
     // Newest first among the completed jobs (their count is capped by the queue's retention of 5,000).
     await page.goto('/admin/queues?state=completed');
     expect(await page.getAttribute(`${queue} table.jobs tbody tr:first-child`, 'data-job-id')).toBe(created.json.id);
@@ -264,7 +291,7 @@ describe('admin dashboard in Chromium', () => {
 
   it('cancels a running job from the queue page and shows it cancelled', async () => {
     // 100 steps at 512² take tens of seconds on this CPU: long enough to be caught running.
-    const created = await api(stack, 'POST', '/v1/generations', { prompt: 'a very long exposure', engine: 'flux1_dev', steps: 100, width: 512, height: 512, seed: 5 });
+    const created = await v1('POST', '/v1/generations', { prompt: 'a very long exposure', engine: 'flux1_dev', steps: 100, width: 512, height: 512, seed: 5 });
     expect(created.status).toBe(202);
     const id: string = created.json.id;
     await page.goto('/admin/queues?state=active');
@@ -279,15 +306,15 @@ describe('admin dashboard in Chromium', () => {
     await waitForText(page, '.job [data-status]', (t) => t === 'cancelled', 30_000);
     expect(await page.locator('button[data-action="cancel"]').count()).toBe(0);
     await shot(page, 'job-cancelled');
-    expect((await api(stack, 'GET', `/v1/generations/${id}`)).json.status).toBe('cancelled');
+    expect((await v1('GET', `/v1/generations/${id}`)).json.status).toBe('cancelled');
 
     // Retry submits it again as a new generation; that one is cancelled from its own page.
     await Promise.all([page.waitForURL((url) => /^\/admin\/jobs\/gen_[0-9a-f]{32}$/.test(url.pathname) && !url.pathname.endsWith(id)), page.click('button[data-action="retry"]')]);
     const retryId = new URL(page.url()).pathname.split('/').pop()!;
-    expect((await api(stack, 'GET', `/v1/generations/${retryId}`)).json.parameters).toMatchObject({ seed: 5, steps: 100, width: 512 });
+    expect((await v1('GET', `/v1/generations/${retryId}`)).json.parameters).toMatchObject({ seed: 5, steps: 100, width: 512 });
     await page.click('button[data-action="cancel"]');
     await waitForText(page, '.job [data-status]', (t) => t === 'cancelled', 30_000);
-    expect((await waitForGeneration(stack, retryId)).status).toBe('cancelled');
+    expect((await waitForGeneration(retryId)).status).toBe('cancelled');
   });
 
   it('runs a sandbox comparison and shows one image per engine with its timing bar', async () => {
@@ -363,6 +390,21 @@ describe('admin dashboard in Chromium', () => {
     await shot(page, 'workers-ready-again');
   }, 150_000);
 
+  it('serves the JSON API to an admin-role key without a CSRF token, and refuses a user key', async () => {
+    const queues = await v1('GET', '/admin/api/queues');
+    expect(queues.status).toBe(200);
+    expect(queues.json.map((q: { name: string }) => q.name)).toContain('generation');
+    // A key is no ambient credential, so its actions need no token.
+    expect((await v1('POST', '/admin/api/queues/generation/pause')).json).toMatchObject({ paused: true });
+    expect((await v1('POST', '/admin/api/queues/generation/resume')).json).toMatchObject({ paused: false });
+    const userKey = mintKey(stack, 'user', 'ordinary client');
+    expect((await v1('GET', '/v1/engines', undefined, userKey)).status).toBe(200);
+    const refused = await v1('GET', '/admin/api/queues', undefined, userKey);
+    expect(refused.status).toBe(403);
+    expect(refused.json.message).toMatch(/admin or readonly role/);
+    expect((await v1('GET', '/admin/api/queues', undefined, 'ffk_00000000_unknown')).status).toBe(401);
+  });
+
   it('refuses an action without the CSRF token, and with a wrong one', async () => {
     await page.goto('/admin/queues');
     const refused = await pageFetch(page, 'POST', '/admin/api/queues/generation/pause', { Accept: 'application/json' });
@@ -406,7 +448,7 @@ describe('admin dashboard in Chromium', () => {
     // Held in a paused queue, so the items are still open when the cancel comes.
     expect((await pageFetch(page, 'POST', '/admin/api/queues/generation/pause', { Accept: 'application/json', 'X-CSRF-Token': token })).status).toBe(200);
     try {
-      const created = await api(stack, 'POST', '/v1/batches', { prompts: ['a red kite', 'a blue kite', 'a green kite'], engines: ['realvis_xl'], steps: 2, width: 64, height: 64 });
+      const created = await v1('POST', '/v1/batches', { prompts: ['a red kite', 'a blue kite', 'a green kite'], engines: ['realvis_xl'], steps: 2, width: 64, height: 64 });
       expect(created.status).toBe(202);
       const batchId: string = created.json.id;
       await page.goto('/admin/batches');
@@ -439,7 +481,7 @@ describe('admin dashboard in Chromium', () => {
     await waitForText(page, `${queue} [data-count="completed"]`, (t) => count(t) === 0);
     await shot(page, 'queues-cleaned');
     // The records stay: the jobs page still has the removed job.
-    expect((await api(stack, 'GET', `/v1/generations/${first}`)).status).toBe(200);
+    expect((await v1('GET', `/v1/generations/${first}`)).status).toBe(200);
     await page.goto(`/admin/jobs?q=${first}`);
     expect(await page.locator(`table.jobs tr[data-job-id="${first}"]`).count()).toBe(1);
   });

@@ -4,6 +4,7 @@ import type { Request, Response } from 'express';
 import { AdminApiAuthFilter } from './admin-exception.filters';
 import {
   CleanQueueDto,
+  ImageQueryDto,
   JobSearchQueryDto,
   QueueJobsQueryDto,
   SandboxRunFormDto,
@@ -134,6 +135,13 @@ export class AdminApiController {
   @Get('jobs/:id')
   job(@Param('id') id: string): Promise<JobDetail> {
     return this.jobs.detail(id);
+  }
+
+  @Get('jobs/:id/image')
+  async image(@Param('id') id: string, @Query() q: ImageQueryDto, @Res() res: Response) {
+    const png = await this.jobs.image(id, q.index ?? 0);
+    // A stored image never changes; only this browser may keep it.
+    res.status(200).type('image/png').set('Cache-Control', 'private, max-age=86400, immutable').send(png);
   }
 
   @Post('jobs/:id/cancel')

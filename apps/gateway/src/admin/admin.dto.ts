@@ -346,6 +346,15 @@ export class SandboxRunFormDto extends AdminFormDto {
   height?: number;
 }
 
+export class ImageQueryDto {
+  @IsOptional()
+  @Transform(toNumber)
+  @IsInt()
+  @Min(0)
+  @Max(15)
+  index?: number;
+}
+
 export class SandboxRunsQueryDto extends LiveQueryDto {
   @IsOptional()
   @Transform(emptyToUndefined)

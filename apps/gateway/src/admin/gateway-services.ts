@@ -3,6 +3,7 @@ import { Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
 import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
+import { IMAGE_STORE, type ImageStore } from '@flexy/storage';
 import { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { BatchesService } from '../batches/batches.service';
@@ -27,6 +28,10 @@ export class GatewayServices implements OnModuleDestroy {
 
   get config(): AppConfig {
     return this.lookup<AppConfig>(APP_CONFIG);
+  }
+
+  get images(): ImageStore {
+    return this.lookup<ImageStore>(IMAGE_STORE);
   }
 
   get generations(): GenerationsService {

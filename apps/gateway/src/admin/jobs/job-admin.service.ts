@@ -30,6 +30,9 @@ function decodeCursor(cursor: string): Cursor {
   throw new BadRequestException('invalid page cursor');
 }
 
+/** Images through the dashboard's own auth: the public image route may demand an API key. */
+export const adminImageUrl = (id: string, index: number) => `/admin/api/jobs/${id}/image?index=${index}`;
+
 /** A datetime-local value has no zone; the dashboard shows UTC, so it is read as UTC. */
 function parseTime(value: string): Date {
   const withZone = /(Z|[+-]\d{2}:\d{2})$/.test(value) || !value.includes('T') ? value : `${value}Z`;
@@ -146,7 +149,7 @@ export class JobAdminService {
       phases: phasesOf(g),
       images:
         g.status === 'succeeded'
-          ? g.images.map((img) => ({ index: img.index, url: `/v1/generations/${g.id}/image?index=${img.index}`, width: img.width, height: img.height }))
+          ? g.images.map((img) => ({ index: img.index, url: adminImageUrl(g.id, img.index), width: img.width, height: img.height }))
           : [],
       error: g.errorCode ? { code: g.errorCode, message: g.errorMessage, field: g.errorField } : null,
       sandboxRunId: g.sandboxRunId,
@@ -155,6 +158,13 @@ export class JobAdminService {
       cancellable: !TERMINAL.has(g.status),
       retryable: g.status === 'failed' || g.status === 'cancelled',
     };
+  }
+
+  /** The stored PNG of a succeeded generation. */
+  async image(id: string, index: number): Promise<Buffer> {
+    const img = await this.prisma.client.generationImage.findFirst({ where: { generationId: id, index, generation: { status: 'succeeded' } } });
+    if (!img) throw new NotFoundException(`generation ${id} has no image ${index}`);
+    return this.gateway.images.read(img.path);
   }
 
   /** The same cancel as DELETE /v1/generations/:id: removed at once if queued, stopped between two steps if running. */

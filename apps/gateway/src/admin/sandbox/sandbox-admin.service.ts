@@ -4,6 +4,7 @@ import { PrismaService } from '@flexy/persistence';
 import { TERMINAL } from '../../generations/generations.service';
 import type { PhaseTiming, SandboxEngineResult, SandboxRunDetail, SandboxRunFormDto, SandboxRunPage } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
+import { adminImageUrl } from '../jobs/job-admin.service';
 
 const PAGE_SIZE = 20;
 
@@ -89,7 +90,7 @@ export class SandboxAdminService {
           engine: r.engine,
           status: r.status,
           generationId,
-          imageUrl: r.image_url,
+          imageUrl: generationId && r.image_url ? adminImageUrl(generationId, 0) : null,
           weights: 'weights' in r ? ((r.weights as string | null) ?? null) : null,
           totalMs: r.latency_ms,
           phases: phasesFromTimings(r.timings as PublicTimings | null),
