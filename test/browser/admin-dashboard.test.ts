@@ -13,7 +13,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { api, ROOT, startStack, type Stack } from '../support/stack';
+import { api, ROOT, startStack, waitForGeneration, type Stack } from '../support/stack';
 
 jest.setTimeout(120_000);
 
@@ -38,19 +38,11 @@ function mintKey(s: Stack, role: 'user' | 'admin', name: string): string {
   return (JSON.parse(out.trim().split('\n').pop()!) as { key: string }).key;
 }
 
+const withKey = (key = adminKey) => ({ authorization: `Bearer ${key}` });
+
 /** The public API, with the admin-role key (the gateway runs with AUTH_MODE=keys). */
 function v1(method: string, path: string, body?: unknown, key = adminKey) {
-  return api(stack, method, path, body, { authorization: `Bearer ${key}` });
-}
-
-async function waitForGeneration(id: string, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await v1('GET', `/v1/generations/${id}`);
-    if (r.status === 200 && !['queued', 'running'].includes(r.json.status)) return r.json;
-    if (Date.now() > deadline) throw new Error(`generation ${id} still ${r.json?.status} after ${timeoutMs} ms`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
+  return api(stack, method, path, body, withKey(key));
 }
 
 async function shot(p: Page, name: string): Promise<void> {
@@ -283,7 +275,7 @@ describe('admin dashboard in Chromium', () => {
     await page.click(`${queue} button[data-action="resume"]`);
     await waitForText(page, `${queue} [data-queue-state]`, (t) => t === 'running');
     await waitForText(page, `${queue} [data-count="waiting"]`, (t) => count(t) === 0, 60_000);
-    expect((await waitForGeneration(created.json.id)).status).toBe('succeeded');
+    expect((await waitForGeneration(stack, created.json.id, 120_000, withKey())).status).toBe('succeeded');
     // Newest first among the completed jobs (their count is capped by the queue's retention of 5,000).
     await page.goto('/admin/queues?state=completed');
     expect(await page.getAttribute(`${queue} table.jobs tbody tr:first-child`, 'data-job-id')).toBe(created.json.id);
@@ -314,7 +306,7 @@ describe('admin dashboard in Chromium', () => {
     expect((await v1('GET', `/v1/generations/${retryId}`)).json.parameters).toMatchObject({ seed: 5, steps: 100, width: 512 });
     await page.click('button[data-action="cancel"]');
     await waitForText(page, '.job [data-status]', (t) => t === 'cancelled', 30_000);
-    expect((await waitForGeneration(retryId)).status).toBe('cancelled');
+    expect((await waitForGeneration(stack, retryId, 120_000, withKey())).status).toBe('cancelled');
   });
 
   it('runs a sandbox comparison and shows one image per engine with its timing bar', async () => {
