@@ -253,6 +253,28 @@ def suite_flux2_step(args, rec: Recorder, device: torch.device) -> None:
     inputs = flux2_inputs(transformer, device, width, height)
     ref, t_default = measure(transformer, inputs, "bf16 eager (sdpa default)", "bf16", extra={"parameters": params})
     best = (t_default, None)
+    if args.only_fast:
+        # The remaining variants only: FP8 row-wise with autotuned kernels, FP8 per-tensor
+        if device.type == "cuda":
+            acc.set_sdpa_backend("cudnn")
+        acc.convert_to_fp8(transformer, "row")
+        free(device)
+        try:
+            acc.compile_repeated_blocks(transformer, mode="max-autotune-no-cudagraphs")
+            fc = first_call(transformer, inputs)
+            measure(transformer, inputs, "fp8-row compile=max-autotune-no-cudagraphs sdpa=cudnn", "fp8 row-wise blocks",
+                    ref=ref, first_call_s=fc)  # fmt: skip
+        except Exception as exc:
+            rec.row(**base, mode="fp8-row compile=max-autotune-no-cudagraphs sdpa=cudnn", error=repr(exc)[:400])
+        del transformer
+        torch._dynamo.reset()
+        free(device)
+        transformer = M.flux2_transformer(device, "fp8-tensor", args.tiny)
+        reset_peak(device)
+        acc.compile_repeated_blocks(transformer)
+        fc = first_call(transformer, inputs)
+        measure(transformer, inputs, "fp8-tensor compile sdpa=cudnn", "fp8 per-tensor blocks", ref=ref, first_call_s=fc)
+        return
     if device.type == "cuda":
         default_order = torch._C._get_sdp_priority_order()
         for name in ("cudnn", "flash", "efficient"):
@@ -865,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
     parser.add_argument("--skip-local-te", action="store_true")
     parser.add_argument("--autotune", action="store_true", help="flux2-step: also time max-autotune compile")
+    parser.add_argument("--only-fast", action="store_true", help="flux2-step: bf16 reference, then FP8 autotuned and per-tensor only")
     parser.add_argument("--time-budget-s", type=float, default=float(os.environ.get("BENCH_TIME_BUDGET_S", 1e9)),
                         help="skip remaining parts once this much wall time has passed")  # fmt: skip
     args = parser.parse_args(argv)

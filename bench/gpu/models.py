@@ -132,18 +132,25 @@ def materialize(
     """Give every meta parameter seeded values on device; convert(linear, name) replaces each
     nn.Linear right after it is filled (unless keep(name)), one layer at a time."""
     device = torch.device(device)
-    for parent_name, parent in list(model.named_modules()):
-        for child_name, child in list(parent.named_children()):
-            if type(child) is not nn.Linear or child.weight.device.type != "meta":
-                continue
-            name = f"{parent_name}.{child_name}" if parent_name else child_name
-            _fill(child, name, device, dtype, seed)
-            if convert is not None and not keep(name):
-                setattr(parent, child_name, convert(child, name))
+    # Names only: holding module references here would keep every filled bf16 layer alive.
+    linears = [
+        (parent_name, child_name)
+        for parent_name, parent in model.named_modules()
+        for child_name, child in parent.named_children()
+        if type(child) is nn.Linear and child.weight.device.type == "meta"
+    ]
+    for parent_name, child_name in linears:
+        parent = model.get_submodule(parent_name) if parent_name else model
+        child = getattr(parent, child_name)
+        name = f"{parent_name}.{child_name}" if parent_name else child_name
+        _fill(child, name, device, dtype, seed)
+        if convert is not None and not keep(name):
+            setattr(parent, child_name, convert(child, name))
+        del child, parent
     for name, module in model.named_modules():
         _fill(module, name, device, dtype, seed)
         for bname, buf in list(module._buffers.items()):
-            if buf is None or buf.device == device:  # made on the device already (FP8 weights): keep
+            if buf is None or buf.device.type == device.type:  # made on the device already (FP8 weights): keep
                 continue
             if buf.is_floating_point() and "inv_freq" not in bname:
                 buf = buf.to(dtype)
