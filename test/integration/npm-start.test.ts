@@ -27,7 +27,7 @@ it('npm start serves a generation over HTTP and leaves no process behind on SIGI
   const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir };
   delete env.REDIS_URL;
   delete env.DATABASE_URL;
-  const start = manage('npm-start', 'npm', ['start'], env, ROOT);
+  const start = manage('npm-start', 'npm', ['start'], env, ROOT, { ownProcessGroup: true });
   try {
     await start.waitFor(/ready: http:\/\/127\.0\.0\.1/, 300_000);
     const url = `http://127.0.0.1:${port}`;
@@ -48,7 +48,8 @@ it('npm start serves a generation over HTTP and leaves no process behind on SIGI
     expect(image.headers.get('content-type')).toBe('image/png');
     expect(processesWithMarker(marker).length).toBeGreaterThanOrEqual(4); // npm, start script, redis, gateway, supervisor, python
 
-    start.child.kill('SIGINT');
+    // Ctrl-C in a terminal signals the whole foreground process group.
+    process.kill(-start.child.pid!, 'SIGINT');
     const exit = await start.exited();
     expect(exit.code === 0 || exit.signal === 'SIGINT').toBe(true);
     // Give the kernel a moment to reap, then nothing carrying the marker may remain.

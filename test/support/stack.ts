@@ -28,10 +28,11 @@ export interface ManagedProcess {
 }
 
 /** Spawns a process, keeps its output (also in test-artifacts/logs) and lets a test wait for a line. */
-export function manage(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd = ROOT): ManagedProcess {
+export function manage(name: string, cmd: string, args: string[], env: NodeJS.ProcessEnv, cwd = ROOT, options: { ownProcessGroup?: boolean } = {}): ManagedProcess {
   mkdirSync(ARTIFACTS, { recursive: true });
   const logFile = createWriteStream(join(ARTIFACTS, `${name}-${Date.now()}.log`));
-  const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: false });
+  // ownProcessGroup: a test can then signal the whole group, as a terminal's Ctrl-C does.
+  const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', 'pipe', 'pipe'], detached: options.ownProcessGroup ?? false });
   const output: string[] = [];
   const listeners = new Set<(line: string) => void>();
   for (const stream of [child.stdout!, child.stderr!]) {
