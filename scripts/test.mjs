@@ -14,7 +14,8 @@ const env = { ...process.env, MODELS_DIR: modelsDir };
 log('type check');
 run(join(ROOT, 'node_modules/.bin/tsc'), ['-p', 'tsconfig.json', '--noEmit']);
 log('jest: unit specs, integration and end-to-end tests');
-run(join(ROOT, 'node_modules/.bin/jest'), ['--runInBand', ...jestArgs], { env });
+// --forceExit: a suite that failed half-way may leave a child's pipe open; the run must still end.
+run(join(ROOT, 'node_modules/.bin/jest'), ['--runInBand', '--forceExit', ...jestArgs], { env });
 if (jestArgs.length === 0) {
   log('pytest: the worker suite');
   run(WORKER_PYTHON, ['-m', 'pytest', '-q'], { cwd: join(ROOT, 'worker-python'), env });
