@@ -2,9 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { REPO_ROOT } from '@flexy/config';
 
-export const ROOT = resolve(__dirname, '../..');
+export const ROOT = REPO_ROOT;
 export const MODELS_DIR = process.env.MODELS_DIR || join(ROOT, '.data/models');
 const ARTIFACTS = join(ROOT, 'test-artifacts/logs');
 
