@@ -17,6 +17,7 @@ export const FAST_SUPERVISOR_ENV: NodeJS.ProcessEnv = {
   WORKER_HEARTBEAT_INTERVAL_MS: '500',
   WORKER_HEARTBEAT_TIMEOUT_MS: '3000',
   WORKER_KILL_GRACE_MS: '1000',
+  WORKER_HEALTHY_AFTER_MS: '10000',
   SUPERVISOR_GRACE_MS: '3000',
   QUEUE_LOCK_DURATION_MS: '6000',
   QUEUE_STALLED_INTERVAL_MS: '2000',
@@ -116,6 +117,13 @@ export function workerPid(sup: ManagedProcess): number | null {
   return null;
 }
 
+/** The worker's pid if it passed its canary and still runs (not one that is starting or restarting). */
+export function servingPid(sup: ManagedProcess): number | null {
+  const line = [...sup.output].reverse().find((l) => /ready on .*\(pid (\d+)\)/.test(l));
+  const pid = line ? Number(/\(pid (\d+)\)/.exec(line)![1]) : null;
+  return pid && pid === workerPid(sup) && isAlive(pid) ? pid : null;
+}
+
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -142,10 +150,15 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 
 export async function poll<T>(what: string, fn: () => Promise<T | null | undefined | false>, timeoutMs: number, everyMs = 50): Promise<T> {
   const deadline = Date.now() + timeoutMs;
+  let lastError: Error | null = null;
   for (;;) {
-    const value = await fn().catch(() => null);
+    // A failing look (Redis restarting, say) counts as "not yet"; the last error is reported on timeout.
+    const value = await fn().catch((err: Error) => {
+      lastError = err;
+      return null;
+    });
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError ? ` (last error: ${(lastError as Error).message})` : ''}`);
     await sleep(everyMs);
   }
 }

@@ -10,8 +10,6 @@ import { WorkerProcess, type WorkerExit } from './worker-process';
 
 const BACKOFF_FIRST_MS = 1000;
 const BACKOFF_MAX_MS = 30_000;
-/** A worker that served this long (after its canary) has its restart backoff reset. */
-const HEALTHY_AFTER_MS = 60_000;
 /** This many restarts without a healthy period marks the device unhealthy (it keeps retrying). */
 const CRASH_LOOP_RESTARTS = 5;
 const STATUS_EVERY_MS = 2000;
@@ -21,7 +19,7 @@ interface Slot {
   worker: WorkerProcess | null;
   state: WorkerLifecycleState;
   restarts: number;
-  /** Restarts since the worker was last healthy for HEALTHY_AFTER_MS. */
+  /** Restarts since a worker last served for the healthy period (config.workerHealthyAfterMs). */
   recentRestarts: number;
   backoffMs: number;
   /** When the current worker passed its canary; 0 while it has not. */
@@ -288,7 +286,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   }
 
   private scheduleRestart(slot: Slot, exit: WorkerExit): void {
-    if (slot.readyAt && Date.now() - slot.readyAt > HEALTHY_AFTER_MS) {
+    if (slot.readyAt && Date.now() - slot.readyAt > this.config.workerHealthyAfterMs) {
       slot.backoffMs = BACKOFF_FIRST_MS;
       slot.recentRestarts = 0;
     }
