@@ -260,12 +260,15 @@ def suite_flux2_step(args, rec: Recorder, device: torch.device) -> None:
         acc.convert_to_fp8(transformer, "row")
         free(device)
         try:
+            if not args.autotune:
+                raise RuntimeError("skipped: --autotune not given")
             acc.compile_repeated_blocks(transformer, mode="max-autotune-no-cudagraphs")
             fc = first_call(transformer, inputs)
             measure(transformer, inputs, "fp8-row compile=max-autotune-no-cudagraphs sdpa=cudnn", "fp8 row-wise blocks",
                     ref=ref, first_call_s=fc)  # fmt: skip
         except Exception as exc:
-            rec.row(**base, mode="fp8-row compile=max-autotune-no-cudagraphs sdpa=cudnn", error=repr(exc)[:400])
+            if args.autotune:
+                rec.row(**base, mode="fp8-row compile=max-autotune-no-cudagraphs sdpa=cudnn", error=repr(exc)[:400])
         del transformer
         torch._dynamo.reset()
         free(device)
@@ -666,14 +669,17 @@ def suite_residency(args, rec: Recorder, device: torch.device) -> None:
     from flexy_worker import acceleration as acc
 
     cuda = device.type == "cuda"
-    bw = h2d_bandwidth(device, (256 << 20) if args.tiny else (4 << 30)) if cuda else {}
+    parts = set(args.parts or ("bandwidth", "local-te", "coresident", "compile-cache"))
+    if args.skip_local_te:
+        parts.discard("local-te")
+    bw = h2d_bandwidth(device, (256 << 20) if args.tiny else (4 << 30)) if cuda and parts & {"bandwidth", "coresident"} else {}
     if bw:
         rec.row(engine="-", mode="host-to-device bandwidth", bytes=(4 << 30), **bw)
     steps = 2 if args.tiny else 4
     size = 256 if args.tiny else None
 
     # FLUX.2 with the local NF4 text encoder: peak memory of the whole engine
-    if not args.skip_local_te:
+    if "local-te" in parts:
         try:
             log("building FLUX.2 with the local NF4 text encoder")
             pipeline = M.build_pipeline("flux2_dev_4bit", device, tiny=args.tiny, text_encoder="local")
@@ -698,7 +704,7 @@ def suite_residency(args, rec: Recorder, device: torch.device) -> None:
         free(device)
 
     # Three engines under a 32 GB cap
-    if not over_budget(args, 200):
+    if "coresident" in parts and not over_budget(args, 200):
         try:
             coresident(args, rec, device, bw, steps, size)
         except Exception as exc:
@@ -711,7 +717,7 @@ def suite_residency(args, rec: Recorder, device: torch.device) -> None:
             torch.cuda.set_per_process_memory_fraction(1.0, device.index or 0)
 
     # Compile cost in a fresh process, then in a restarted one with the same cache folder
-    if not over_budget(args, 150):
+    if "compile-cache" in parts and not over_budget(args, 150):
         cache_dir = tempfile.mkdtemp(prefix="flexy-compile-cache-")
         for label in ("cold cache (first start)", "warm cache (restart)"):
             if over_budget(args, 60):
@@ -886,6 +892,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--engines", type=lambda v: v.split(","), default=None, help="pipe-others: engines to run")
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
     parser.add_argument("--skip-local-te", action="store_true")
+    parser.add_argument("--parts", type=lambda v: v.split(","), default=None,
+                        help="residency: bandwidth,local-te,coresident,compile-cache (default all)")
     parser.add_argument("--autotune", action="store_true", help="flux2-step: also time max-autotune compile")
     parser.add_argument("--only-fast", action="store_true", help="flux2-step: bf16 reference, then FP8 autotuned and per-tensor only")
     parser.add_argument("--time-budget-s", type=float, default=float(os.environ.get("BENCH_TIME_BUDGET_S", 1e9)),
