@@ -1,0 +1,73 @@
+/**
+ * Gateway throughput: POST /v1/generations (validated, recorded in SQLite, queued in Redis) under
+ * autocannon, beside a bare NestJS route measured in the same run on the same machine.
+ *
+ *   npm run bench:gateway
+ */
+import autocannon from 'autocannon';
+import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { freePort, manage, ROOT, startStack, stopProcess } from '../test/support/stack';
+
+const DURATION_S = Number(process.env.BENCH_DURATION_S || 15);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS || 32);
+const BODY = JSON.stringify({ prompt: 'a lighthouse at dawn, oil painting', engine: 'flux1_dev', seed: 42, steps: 28, width: 1024, height: 1024 });
+
+async function load(url: string) {
+  const r = await autocannon({
+    url,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: BODY,
+    connections: CONNECTIONS,
+    duration: DURATION_S,
+  });
+  const ok = r['2xx'];
+  return {
+    requests_per_s: Math.round(r.requests.average),
+    latency_ms: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
+    responses_2xx: ok,
+    non_2xx: r.non2xx,
+    errors: r.errors,
+  };
+}
+
+async function main(): Promise<void> {
+  const port = await freePort();
+  const bare = manage('bare-nest', process.execPath, [join(ROOT, 'dist/bench/support/bare-nest.js')], { ...process.env, PORT: String(port) });
+  await bare.waitFor(/bare nest listening/, 30_000);
+  // Gateway alone: no supervisor drains the queue, so every request pays the full validate-record-queue path.
+  const stack = await startStack({ supervisors: 0 });
+  let bareResult, gatewayResult;
+  try {
+    await load(`http://127.0.0.1:${port}/bare`); // warm-up, discarded
+    bareResult = await load(`http://127.0.0.1:${port}/bare`);
+    await load(`${stack.url}/v1/generations`);
+    gatewayResult = await load(`${stack.url}/v1/generations`);
+  } finally {
+    await stack.stop();
+    await stopProcess(bare);
+  }
+  const result = {
+    route: 'POST /v1/generations (validated, recorded in SQLite, queued in Redis)',
+    gateway: gatewayResult,
+    bare_nest: bareResult,
+    ratio_to_bare: Math.round((gatewayResult.requests_per_s / bareResult.requests_per_s) * 1000) / 1000,
+    connections: CONNECTIONS,
+    duration_s: DURATION_S,
+    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+    date: new Date().toISOString(),
+    command: 'npm run bench:gateway',
+  };
+  const dir = join(ROOT, 'bench/results');
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, 'gateway.json'), JSON.stringify(result, null, 2) + '\n');
+  appendFileSync(join(dir, 'gateway.jsonl'), JSON.stringify(result) + '\n');
+  console.log(JSON.stringify(result, null, 2));
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
