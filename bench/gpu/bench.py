@@ -866,12 +866,57 @@ def suite_compile_child(args, rec, device) -> None:
                                  "fast_path": report.applied}), flush=True)  # fmt: skip
 
 
+def suite_flux2_profile(args, rec: Recorder, device: torch.device) -> None:
+    """Where the FP8 fast path's step goes: device time by kernel kind (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from flexy_worker import acceleration as acc
+
+    width = height = 256 if args.tiny else 1024
+    transformer = M.flux2_transformer(device, "fp8-row", args.tiny)
+    if device.type == "cuda":
+        acc.set_sdpa_backend("cudnn")
+    acc.compile_repeated_blocks(transformer)
+    inputs = flux2_inputs(transformer, device, width, height)
+    with torch.inference_mode():
+        for _ in range(3):
+            transformer(**inputs)
+        sync(device)
+        steps = 2
+        with profile(activities=[ProfilerActivity.CUDA] if device.type == "cuda" else [ProfilerActivity.CPU]) as prof:
+            for _ in range(steps):
+                transformer(**inputs)
+            sync(device)
+    kinds: dict[str, float] = {}
+    top: dict[str, float] = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "device_time_total", 0) or getattr(evt, "cuda_time_total", 0) or 0
+        if us <= 0 or evt.key.startswith("ProfilerStep"):
+            continue
+        name = evt.key.lower()
+        if any(k in name for k in ("fmha", "flash", "cudnn", "attention", "sdpa", "generated_fprop")):
+            kind = "attention"
+        elif any(k in name for k in ("gemm", "cutlass", "xmma", "nvjet", "scaled_mm", "f8f8", "sm90_")):
+            kind = "gemm"
+        elif name.startswith("triton"):
+            kind = "fused elementwise/reductions (triton)"
+        else:
+            kind = "other"
+        kinds[kind] = kinds.get(kind, 0.0) + us / 1e6 / steps
+        top[evt.key[:120]] = us / 1e6 / steps
+    total = sum(kinds.values())
+    rec.row(engine="flux2_dev_transformer", mode="fp8-row compile sdpa=cudnn: device time by kernel kind", width=width,
+            height=height, s_per_step=round(total, 4), device_s_per_step_by_kind={k: round(v, 4) for k, v in kinds.items()},
+            top_kernels_s={k: round(v, 4) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:12]})  # fmt: skip
+
+
 SUITES = {
     "flux2-step": suite_flux2_step,
     "pipe-flux2": suite_pipe_flux2,
     "pipe-others": suite_pipe_others,
     "residency": suite_residency,
     "compile-child": suite_compile_child,
+    "flux2-profile": suite_flux2_profile,
 }
 
 
