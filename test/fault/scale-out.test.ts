@@ -4,7 +4,6 @@ import type { ManagedProcess } from '../support/stack';
 import {
   create,
   nextLine,
-  FAST_SUPERVISOR_ENV,
   linesMatching,
   measure,
   poll,
@@ -57,7 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
-  writeReport(`Scenario 10 used ${FAST_SUPERVISOR_ENV.WORKER_PRELOAD} at 64×64, 1 step, through the gateway, one worker per supervisor (CPU).`);
+  writeReport();
 });
 
 it(`10. ${JOBS} demo jobs through 2 supervisors while a worker is killed every 20 s: each recorded exactly once, load split`, async () => {
