@@ -204,3 +204,32 @@ def test_apply_fast_path_on_cpu_reports_what_applied():
     assert report.asked == "fp8+compile" and report.applied == "compile"
     assert report.details["compiled_blocks"] == 3
     assert acc.accelerate_engine(pipe, type("S", (), {"id": "x"})(), env={}) is None
+
+
+# ---- the engine manager's hook ------------------------------------------------------------------
+
+
+def test_manager_applies_the_configured_fast_path_on_load(make_manager, monkeypatch):
+    monkeypatch.setenv(acc.FAST_PATH_ENV, "flux1_dev:cache=0.3,sd3_medium:off")
+    manager = make_manager()
+    manager.load("flux1_dev")
+    manager.load("sd3_medium")
+    flux = manager.loaded("flux1_dev").pipeline.transformer
+    assert acc.step_cache_stats(flux) is not None
+    assert acc.step_cache_stats(manager.loaded("sd3_medium").pipeline.transformer) is None
+    from flexy_worker.engines import GenerateRequest
+
+    request = GenerateRequest(job_id="j", engine="flux1_dev", prompt="a cat", negative_prompt=None, seed=1, steps=4,
+                              guidance=3.5, width=64, height=64)  # fmt: skip
+    out = manager.generate(request, lambda event: None, lambda: False)
+    assert out.images[0].shape == (64, 64, 3)
+    assert acc.step_cache_stats(flux)["calls"] >= 4
+    manager.unload()
+
+
+def test_manager_without_fast_path_is_untouched(make_manager, monkeypatch):
+    monkeypatch.delenv(acc.FAST_PATH_ENV, raising=False)
+    manager = make_manager()
+    manager.load("flux1_dev")
+    assert acc.step_cache_stats(manager.loaded("flux1_dev").pipeline.transformer) is None
+    manager.unload()

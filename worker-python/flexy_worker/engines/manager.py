@@ -268,6 +268,7 @@ class EngineManager:
                 self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
         try:
             self.residency_manager.activate(engine)
+            self._apply_fast_path(engine, pipeline, keys, configs)
         except Exception as exc:
             self.unload(engine)
             raise self._load_failure(engine, exc) from None
@@ -277,6 +278,17 @@ class EngineManager:
             engine, weights, revision, self.residency_manager.last_load_ms, source,
         )  # fmt: skip
         return loaded
+
+    def _apply_fast_path(self, engine: str, pipeline: Any, keys: dict, configs: dict) -> None:
+        """The deployment's fast path for engine (FLEXY_FAST_PATH, see acceleration.py), warmed up
+        here so that compilation happens during load or preload, before the canary, not in a job."""
+        from ..acceleration import accelerate_engine
+
+        if accelerate_engine(pipeline, self.catalog[engine], device=self.device) is None:
+            return
+        for name, component in pipeline.components.items():  # FP8 weights: count the bytes again
+            if isinstance(component, torch.nn.Module):
+                self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
 
     @staticmethod
     def _load_failure(engine: str, exc: BaseException) -> WorkerError:
