@@ -910,6 +910,40 @@ def suite_flux2_profile(args, rec: Recorder, device: torch.device) -> None:
             top_kernels_s={k: round(v, 4) for k, v in sorted(top.items(), key=lambda kv: -kv[1])[:12]})  # fmt: skip
 
 
+def suite_hook_check(args, rec: Recorder, device: torch.device) -> None:
+    """The fast path through the engine manager's own load path (from_pretrained of the tiny demo
+    snapshots, FLEXY_FAST_PATH="*:fast"): applied, warmed up, then a generate. Checks the wiring on
+    the GPU; the demo models are tiny, so the times say nothing about speed."""
+    from flexy_worker import acceleration as acc
+    from flexy_worker.catalog import load_catalog
+    from flexy_worker.demo_snapshots import build_all
+    from flexy_worker.engines.manager import EngineManager
+
+    os.environ[acc.FAST_PATH_ENV] = args.fast_path_env or "*:fast"
+    models_dir = Path(tempfile.mkdtemp(prefix="flexy-demo-"))
+    catalog = load_catalog()
+    build_all(models_dir, catalog=catalog)
+    manager = EngineManager(catalog, models_dir, device, "bfloat16" if device.type == "cuda" else "float32", int(1e12), "local")
+    for engine in catalog.ids():
+        try:
+            load_s, _ = wall(lambda: manager.load(engine), device)
+            pipeline = manager.loaded(engine).pipeline
+            denoiser = acc.denoiser_of(pipeline)
+            fp8 = sum(1 for m in denoiser.modules() if type(m).__name__ == "FP8Linear")
+            compiled = sum(1 for m in denoiser.modules() if getattr(m, "_compiled_call_impl", None) is not None)
+            seconds, out = wall(lambda: manager.generate(request_for(manager, engine, steps=4, size=256), lambda e: None,
+                                                         lambda: False), device)  # fmt: skip
+            rec.row(engine=engine, mode="fast path via EngineManager.load (demo snapshot)", fast_path_env=os.environ[acc.FAST_PATH_ENV],
+                    load_with_warm_up_s=round(load_s, 2), generate_s=round(seconds, 3), fp8_layers=fp8, compiled_blocks=compiled,
+                    image_shape=list(out.images[0].shape), note="tiny demo weights: a wiring check, not a speed figure")  # fmt: skip
+        except Exception as exc:
+            import traceback
+
+            traceback.print_exc()
+            rec.row(engine=engine, mode="fast path via EngineManager.load (demo snapshot)", error=repr(exc)[:400])
+    manager.unload()
+
+
 SUITES = {
     "flux2-step": suite_flux2_step,
     "pipe-flux2": suite_pipe_flux2,
@@ -917,6 +951,7 @@ SUITES = {
     "residency": suite_residency,
     "compile-child": suite_compile_child,
     "flux2-profile": suite_flux2_profile,
+    "hook-check": suite_hook_check,
 }
 
 
@@ -934,6 +969,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="step-cache thresholds measured, comma-separated (0: none)")
     parser.add_argument("--pipe-reps-small", type=int, default=4, help="images per mode for engines under 5 s an image")
     parser.add_argument("--flux2-fast", type=lambda v: v.split(","), default=None, help="pipe-flux2: fast paths, in order")
+    parser.add_argument("--fast-path-env", default=None, help="hook-check: FLEXY_FAST_PATH value (default *:fast)")
     parser.add_argument("--engines", type=lambda v: v.split(","), default=None, help="pipe-others: engines to run")
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")
     parser.add_argument("--skip-local-te", action="store_true")
