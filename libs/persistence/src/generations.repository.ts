@@ -111,7 +111,8 @@ export class GenerationsRepository {
 
   /** Records a new request with status `queued`. */
   async create(input: CreateGenerationInput): Promise<GenerationWithImages> {
-    return this.db.generation.create({ data: toRow(input), include: withImages });
+    // A new record has no images yet: no second query to fetch them.
+    return { ...(await this.db.generation.create({ data: toRow(input) })), images: [] };
   }
 
   /** Records many requests in one statement (batches); none has images yet. */
