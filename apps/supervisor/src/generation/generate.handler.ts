@@ -73,11 +73,12 @@ export class GenerateHandler {
       throw new UnrecoverableError(err.message);
     }
     const id = payload.generationId;
-    const existing = await this.generations.findById(id);
+    // Both checks are on every job's path: asked together, they cost one round trip, not two.
+    const [existing, cancelRequested] = await Promise.all([this.generations.findById(id), this.redis.exists(cancelFlagKey(id))]);
     if (existing && ['succeeded', 'failed', 'cancelled'].includes(existing.status)) {
       return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images.length };
     }
-    if (await this.redis.exists(cancelFlagKey(id))) {
+    if (cancelRequested) {
       await this.settle(payload, { status: 'cancelled' });
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
@@ -98,14 +99,17 @@ export class GenerateHandler {
     const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload);
     const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
     try {
-      // A cancel may have come while the job waited for a worker.
-      if (await this.redis.exists(cancelFlagKey(id))) {
+      // Concurrent, since every job pays for them. A cancel may have come while the job waited for a worker.
+      const [cancelledMeanwhile, , , references] = await Promise.all([
+        this.redis.exists(cancelFlagKey(id)),
+        this.generations.markRunning(id, worker.id),
+        this.event(id, { type: 'running', worker_id: worker.id }),
+        this.loadReferences(payload.references),
+      ]);
+      if (cancelledMeanwhile) {
         await this.settle(payload, { status: 'cancelled' });
         return { generationId: id, status: 'cancelled', imageCount: 0 };
       }
-      await this.generations.markRunning(id, worker.id);
-      await this.event(id, { type: 'running', worker_id: worker.id });
-      const references = await this.loadReferences(payload.references);
       const outcome = await worker.run(
         {
           type: 'generate',
