@@ -1,3 +1,4 @@
+import type Redis from 'ioredis';
 import type { ResidencyReport } from './wire/protocol';
 
 /**
@@ -25,3 +26,28 @@ export interface WorkerStatus {
 export const WORKER_STATUS_PREFIX = 'flexy:worker:';
 export const WORKER_STATUS_TTL_S = 15;
 export const workerStatusKey = (id: string) => `${WORKER_STATUS_PREFIX}${id}`;
+
+/**
+ * Every published worker status, read with SCAN + MGET. A key that expired between the two, or a
+ * malformed report, is skipped: one bad report must not hide the others.
+ */
+export async function readWorkerStatuses(redis: Redis): Promise<WorkerStatus[]> {
+  const keys = new Set<string>();
+  let cursor = '0';
+  do {
+    const [next, batch] = await redis.scan(cursor, 'MATCH', `${WORKER_STATUS_PREFIX}*`, 'COUNT', 1000);
+    batch.forEach((k) => keys.add(k));
+    cursor = next;
+  } while (cursor !== '0');
+  if (keys.size === 0) return [];
+  const statuses: WorkerStatus[] = [];
+  for (const raw of await redis.mget(...keys)) {
+    if (!raw) continue;
+    try {
+      statuses.push(JSON.parse(raw) as WorkerStatus);
+    } catch {
+      // skipped, see above
+    }
+  }
+  return statuses;
+}

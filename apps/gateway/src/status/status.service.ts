@@ -1,6 +1,6 @@
 import { InjectQueue } from '@nestjs/bullmq';
 import { Inject, Injectable } from '@nestjs/common';
-import { QueueName, WORKER_STATUS_PREFIX, type WorkerStatus } from '@flexy/contracts';
+import { QueueName, readWorkerStatuses, type WorkerStatus } from '@flexy/contracts';
 import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
 import { ENGINE_CATALOG, ENGINE_IDS, type EngineId } from '@flexy/engines';
 import { snapshotState } from '@flexy/hub';
@@ -21,19 +21,7 @@ export class StatusService {
   ) {}
 
   async workers(): Promise<WorkerStatus[]> {
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await this.redis.scan(cursor, 'MATCH', `${WORKER_STATUS_PREFIX}*`, 'COUNT', 200);
-      cursor = next;
-      keys.push(...batch);
-    } while (cursor !== '0');
-    if (keys.length === 0) return [];
-    const values = await this.redis.mget(keys);
-    return values
-      .filter((v): v is string => !!v)
-      .map((v) => JSON.parse(v) as WorkerStatus)
-      .sort((a, b) => a.id.localeCompare(b.id));
+    return (await readWorkerStatuses(this.redis)).sort((a, b) => a.id.localeCompare(b.id));
   }
 
   async queueCounts(): Promise<Record<string, number>> {

@@ -1,5 +1,5 @@
 import { Injectable } from '@nestjs/common';
-import { WORKER_STATUS_PREFIX, type WorkerStatus } from '@flexy/contracts';
+import { readWorkerStatuses, type WorkerStatus } from '@flexy/contracts';
 import type { WorkerView } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
 
@@ -49,25 +49,7 @@ export class WorkerStatusReader {
   }
 
   private async read(now: number): Promise<WorkerView[]> {
-    const redis = this.gateway.redis;
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await redis.scan(cursor, 'MATCH', `${WORKER_STATUS_PREFIX}*`, 'COUNT', 1000);
-      keys.push(...batch);
-      cursor = next;
-    } while (cursor !== '0');
-    if (!keys.length) return [];
-    const values = await redis.mget(...new Set(keys));
-    const statuses: WorkerStatus[] = [];
-    for (const raw of values) {
-      if (!raw) continue; // expired between SCAN and MGET
-      try {
-        statuses.push(JSON.parse(raw) as WorkerStatus);
-      } catch {
-        // a malformed report is skipped, not fatal to the page
-      }
-    }
+    const statuses = await readWorkerStatuses(this.gateway.redis);
     return statuses.map((s) => workerView(s, now)).sort((a, b) => a.host.localeCompare(b.host) || a.device.localeCompare(b.device, undefined, { numeric: true }));
   }
 }
