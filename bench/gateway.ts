@@ -6,7 +6,7 @@
  */
 import autocannon from 'autocannon';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { availableParallelism, cpus } from 'node:os';
 import { join } from 'node:path';
 import { freePort, manage, ROOT, startStack, stopProcess } from '../test/support/stack';
 
@@ -38,20 +38,30 @@ async function main(): Promise<void> {
   const bare = manage('bare-nest', process.execPath, [join(ROOT, 'dist/bench/support/bare-nest.js')], { ...process.env, PORT: String(port) });
   await bare.waitFor(/bare nest listening/, 30_000);
   // Gateway alone: no supervisor drains the queue, so every request pays the full validate-record-queue path.
-  const stack = await startStack({ supervisors: 0 });
-  let bareResult, gatewayResult;
+  const gateway = async (processes: number) => {
+    const stack = await startStack({ supervisors: 0, env: { GATEWAY_PROCESSES: String(processes) } });
+    try {
+      await load(`${stack.url}/v1/generations`); // warm-up, discarded
+      return await load(`${stack.url}/v1/generations`);
+    } finally {
+      await stack.stop();
+    }
+  };
+  let bareResult;
   try {
     await load(`http://127.0.0.1:${port}/bare`); // warm-up, discarded
     bareResult = await load(`http://127.0.0.1:${port}/bare`);
-    await load(`${stack.url}/v1/generations`);
-    gatewayResult = await load(`${stack.url}/v1/generations`);
   } finally {
-    await stack.stop();
     await stopProcess(bare);
   }
+  const gatewayResult = await gateway(1);
+  // One process per core (GATEWAY_PROCESSES=auto): how a deployment on this machine would run it.
+  const processes = availableParallelism();
+  const clusterResult = processes > 1 ? await gateway(processes) : null;
   const result = {
     route: 'POST /v1/generations (validated, recorded in SQLite, queued in Redis)',
     gateway: gatewayResult,
+    gateway_processes: clusterResult ? { processes, ...clusterResult } : null,
     bare_nest: bareResult,
     ratio_to_bare: Math.round((gatewayResult.requests_per_s / bareResult.requests_per_s) * 1000) / 1000,
     connections: CONNECTIONS,

@@ -3,10 +3,12 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, loadConfig, type AppConfig } from '@flexy/config';
+import cluster from 'node:cluster';
 import { HttpErrorFilter } from './common/http-error.filter';
 import { createValidationPipe } from './common/validation';
 import { GatewayModule } from './gateway.module';
+import { runProcessCluster } from './process-cluster';
 
 async function bootstrap(): Promise<void> {
   // Reference images arrive as base64 in JSON, so bodies may be large; sharp caps the decoded size.
@@ -27,7 +29,12 @@ async function bootstrap(): Promise<void> {
   if (config.openAccess) Logger.warn('open access: no API key needed (loopback only); set AUTH_MODE=keys to require keys', 'Gateway');
 }
 
-void bootstrap().catch((err) => {
-  Logger.error(err instanceof Error ? err.stack : String(err), 'Gateway');
-  process.exit(1);
-});
+const { gatewayProcesses } = loadConfig();
+if (gatewayProcesses > 1 && cluster.isPrimary) {
+  runProcessCluster(gatewayProcesses);
+} else {
+  void bootstrap().catch((err) => {
+    Logger.error(err instanceof Error ? err.stack : String(err), 'Gateway');
+    process.exit(1);
+  });
+}

@@ -1,3 +1,4 @@
+import { availableParallelism } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
 
 /** The repository root, found from this file whether it runs from src/ (tests) or dist/ (built). */
@@ -6,6 +7,8 @@ export const REPO_ROOT = resolve(__dirname, __dirname.includes(`${join('dist', '
 export interface AppConfig {
   host: string;
   port: number;
+  /** Gateway processes sharing the port (Node cluster); 1 runs the gateway in the launching process. */
+  gatewayProcesses: number;
   redisUrl: string;
   databaseUrl: string;
   dataDir: string;
@@ -63,6 +66,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   return {
     host,
     port: int(env, 'PORT', 3000),
+    gatewayProcesses: env.GATEWAY_PROCESSES === 'auto' ? availableParallelism() : Math.max(1, int(env, 'GATEWAY_PROCESSES', 1)),
     redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
     databaseUrl: env.DATABASE_URL || `file:${join(dataDir, 'flexyface.db')}`,
     dataDir,

@@ -27,10 +27,16 @@ export const cancelFlagKey = (id: string) => `flexy:cancel:${id}`;
 export const CANCEL_CHANNEL = 'flexy:cancel';
 
 export async function appendGenerationEvent(redis: Redis, id: string, event: GenerationEvent): Promise<void> {
-  const key = generationEventsKey(id);
-  await redis
-    .multi()
-    .xadd(key, 'MAXLEN', '~', String(EVENTS_MAX_LEN), '*', 'event', JSON.stringify(event))
-    .expire(key, EVENTS_TTL_S)
-    .exec();
+  await appendGenerationEvents(redis, [{ id, event }]);
+}
+
+/** Appends to many generations' streams in one round trip (a create of many jobs). */
+export async function appendGenerationEvents(redis: Redis, entries: { id: string; event: GenerationEvent }[]): Promise<void> {
+  if (entries.length === 0) return;
+  const tx = redis.multi();
+  for (const { id, event } of entries) {
+    const key = generationEventsKey(id);
+    tx.xadd(key, 'MAXLEN', '~', String(EVENTS_MAX_LEN), '*', 'event', JSON.stringify(event)).expire(key, EVENTS_TTL_S);
+  }
+  await tx.exec();
 }

@@ -68,9 +68,24 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
 
   it('records a batch of requests in one statement, all or none', async () => {
     const batch = [request({ origin: 'batch' }), request({ origin: 'batch' }), request({ origin: 'batch', seed: 0xffffffff })];
-    const created = await repo.createMany(batch);
-    expect(created.map((g) => [g.id, g.status, g.images])).toEqual(batch.map((b) => [b.id, 'queued', []]));
-    expect((await repo.findById(batch[2].id))?.seed).toBe(4294967295n);
+    batch[1].negativePrompt = 'blur';
+    batch[1].webhookUrl = 'https://example.test/hook';
+    const before = Date.now();
+    await repo.createMany(batch);
+    const stored = await Promise.all(batch.map((b) => repo.findById(b.id)));
+    // The raw statement stores what Prisma's own create stores: same values, defaults and types.
+    const reference = await repo.create(request({ origin: 'batch', negativePrompt: 'blur', webhookUrl: 'https://example.test/hook' }));
+    const { id: _id, createdAt: _at, ...expected } = reference;
+    const { id: _id1, createdAt: at1, ...second } = stored[1]!;
+    expect(second).toEqual(expected);
+    expect(stored.map((g) => [g!.id, g!.status, g!.origin, g!.attempts, g!.images])).toEqual(batch.map((b) => [b.id, 'queued', 'batch', 0, []]));
+    expect(stored[2]!.seed).toBe(4294967295n);
+    expect(at1).toBeInstanceOf(Date);
+    expect(at1.getTime()).toBeGreaterThanOrEqual(before - 1);
+    expect(at1.getTime()).toBeLessThanOrEqual(reference.createdAt.getTime());
+    // The timestamp compares with Prisma-bound dates (same stored format).
+    const recent = await prisma.client.generation.findMany({ where: { id: { in: batch.map((b) => b.id) }, createdAt: { gte: new Date(before - 1) } } });
+    expect(recent).toHaveLength(3);
 
     // One duplicate id rejects the whole statement: no half-recorded batch.
     const again = [request({ origin: 'batch' }), { ...batch[0] }];
@@ -81,7 +96,10 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
   it('rejects a seed outside 0…2^32-1 before touching the database', async () => {
     const input = request({ seed: 2 ** 32 });
     await expect(repo.create(input)).rejects.toThrow(RangeError);
+    const first = request();
+    await expect(repo.createMany([first, input])).rejects.toThrow(RangeError);
     expect(await repo.findById(input.id)).toBeNull();
+    expect(await repo.findById(first.id)).toBeNull();
   });
 
   it('stores a success once: a repeated delivery adds no record and no images', async () => {

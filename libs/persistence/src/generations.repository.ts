@@ -104,9 +104,11 @@ export class InvalidCursorError extends Error {
 @Injectable()
 export class GenerationsRepository {
   private readonly db: DatabaseClient;
+  private readonly provider: PrismaService['provider'];
 
   constructor(prisma: PrismaService) {
     this.db = prisma.client;
+    this.provider = prisma.provider;
   }
 
   /** Records a new request with status `queued`. */
@@ -115,11 +117,28 @@ export class GenerationsRepository {
     return { ...(await this.db.generation.create({ data: toRow(input) })), images: [] };
   }
 
-  /** Records many requests in one statement (batches); none has images yet. */
-  async createMany(inputs: CreateGenerationInput[]): Promise<GenerationWithImages[]> {
-    if (inputs.length === 1) return [await this.create(inputs[0])];
-    const rows = await this.db.generation.createManyAndReturn({ data: inputs.map(toRow) });
-    return rows.map((row) => ({ ...row, images: [] }));
+  /**
+   * Records many requests (status `queued`) in one multi-row INSERT. All or none: one bad row (a
+   * duplicate id, an unknown key) rejects the statement.
+   *
+   * Raw SQL on purpose: this is the gateway's hot path, and Prisma's createMany compiles a query
+   * plan per call and maps every row (about 0.5 ms a row on the 2-core test machine) where the
+   * statement itself costs under 0.1 ms a row. The columns are those of `toRow`, so the schema's
+   * types and checks still apply; the database fills in its defaults.
+   */
+  async createMany(inputs: CreateGenerationInput[]): Promise<void> {
+    if (inputs.length === 0) return;
+    const createdAt = new Date();
+    const origin = (value: GenerationOrigin) =>
+      // PostgreSQL keeps origins in an enum type; a text parameter needs the cast. SQLite stores text.
+      this.provider === 'postgresql' ? Prisma.sql`CAST(${value} AS "GenerationOrigin")` : Prisma.sql`${value}`;
+    const values = inputs.map((input) => {
+      const r = toRow(input);
+      return Prisma.sql`(${r.id}, ${r.engine}, ${r.prompt}, ${r.negativePrompt}, ${r.seed}, ${r.steps}, ${r.guidance}, ${r.width}, ${r.height}, ${r.numImages}, ${origin(r.origin!)}, ${r.sandboxRunId}, ${r.batchId}, ${r.apiKeyId}, ${r.webhookUrl}, ${createdAt})`;
+    });
+    await this.db.$executeRaw(Prisma.sql`
+      INSERT INTO "Generation" ("id", "engine", "prompt", "negativePrompt", "seed", "steps", "guidance", "width", "height", "numImages", "origin", "sandboxRunId", "batchId", "apiKeyId", "webhookUrl", "createdAt")
+      VALUES ${Prisma.join(values)}`);
   }
 
   findById(id: string): Promise<GenerationWithImages | null> {

@@ -1,5 +1,11 @@
 import type { GenerationWithImages } from '@flexy/persistence';
 
+/** Where a generation's resource, image and live events are. */
+export function generationLinks(id: string) {
+  const base = `/v1/generations/${id}`;
+  return { self: base, image: `${base}/image`, events: `${base}/events` };
+}
+
 /** The public JSON shape of a generation (snake_case, stable for clients). */
 export function generationView(g: GenerationWithImages) {
   const base = `/v1/generations/${g.id}`;
@@ -43,6 +49,6 @@ export function generationView(g: GenerationWithImages) {
     created_at: g.createdAt,
     started_at: g.startedAt,
     finished_at: g.finishedAt,
-    links: { self: base, image: `${base}/image`, events: `${base}/events` },
+    links: generationLinks(g.id),
   };
 }

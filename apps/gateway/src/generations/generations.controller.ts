@@ -5,7 +5,7 @@ import type { Response } from 'express';
 import sharp from 'sharp';
 import { CreateGenerationDto } from './create-generation.dto';
 import { GenerationEventsService } from './generation-events.service';
-import { generationView } from './generation.view';
+import { generationLinks, generationView } from './generation.view';
 import { GenerationsService, newGenerationId } from './generations.service';
 import type { AuthedRequest } from '../auth/api-key.guard';
 import { IdempotencyService } from '../auth/idempotency.service';
@@ -49,15 +49,16 @@ export class GenerationsController {
       this.service.create(dto, { apiKey: req.apiKey, id: newId }),
     );
     if (!created) res.set('Idempotent-Replayed', 'true');
-    const g = created ?? (await this.service.get(id));
     const waitS = parsePreferWait(prefer);
     if (waitS > 0) {
-      const finished = await this.service.waitForTerminal(g.id, waitS * 1000);
+      const finished = await this.service.waitForTerminal(id, waitS * 1000);
       res.set('Preference-Applied', `wait=${waitS}`);
       if (finished) return res.status(200).json(generationView(finished));
     }
-    const view = generationView({ ...g, images: [] });
-    res.status(202).location(view.links.self).json({ id: view.id, status: view.status, links: view.links });
+    // A new generation is queued; a replayed one answers with where it is now.
+    const status = created ? 'queued' : (await this.service.get(id)).status;
+    const links = generationLinks(id);
+    res.status(202).location(links.self).json({ id, status, links });
   }
 
   @Get(':id')

@@ -2,6 +2,7 @@ import { InjectQueue } from '@nestjs/bullmq';
 import { ConflictException, Inject, Injectable, Logger, NotFoundException, ServiceUnavailableException } from '@nestjs/common';
 import {
   appendGenerationEvent,
+  appendGenerationEvents,
   CANCEL_CHANNEL,
   cancelFlagKey,
   JobName,
@@ -14,11 +15,12 @@ import {
 import { REDIS } from '@flexy/config';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { engineSpec } from '@flexy/engines';
-import { GenerationsRepository, type ApiKey, type GenerationWithImages } from '@flexy/persistence';
+import { GenerationsRepository, type ApiKey, type CreateGenerationInput, type GenerationWithImages } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
 import { randomInt, randomUUID } from 'node:crypto';
 import { QuotaService } from '../auth/quota.service';
+import { GroupCommit, type UnitOutcome } from '../common/group-commit';
 import { CompletionWaiter } from './completion-waiter.service';
 import type { CreateGenerationDto } from './create-generation.dto';
 import { storeReferences } from './reference-images';
@@ -39,9 +41,54 @@ export interface GenerationLink {
 
 export const newGenerationId = () => `gen_${randomUUID().replace(/-/g, '')}`;
 
+/** One caller's share of a group-commit round: a single create, or all the items of a batch. */
+interface IntakeUnit {
+  payloads: GenerateJobPayload[];
+  link: GenerationLink;
+}
+
+function recordFor(p: GenerateJobPayload, link: GenerationLink): CreateGenerationInput {
+  return {
+    id: p.generationId,
+    engine: p.engine,
+    prompt: p.prompt,
+    negativePrompt: p.negativePrompt,
+    seed: p.seed,
+    steps: p.steps,
+    guidance: p.guidance,
+    width: p.width,
+    height: p.height,
+    numImages: p.numImages,
+    origin: p.origin,
+    sandboxRunId: link.sandboxRunId ?? null,
+    batchId: link.batchId ?? null,
+    apiKeyId: p.apiKeyId,
+    webhookUrl: p.webhookUrl,
+  };
+}
+
+function jobFor(p: GenerateJobPayload) {
+  return {
+    name: JobName.Generate,
+    data: p,
+    opts: {
+      jobId: p.generationId,
+      priority: ORIGIN_PRIORITY[p.origin],
+      attempts: JOB_ATTEMPTS,
+      backoff: { type: 'exponential', delay: 1000 },
+      removeOnComplete: { age: 3600, count: 5000 },
+      removeOnFail: { age: 7 * 24 * 3600 },
+    },
+  };
+}
+
 @Injectable()
 export class GenerationsService {
   private readonly logger = new Logger(GenerationsService.name);
+  private readonly intake = new GroupCommit<IntakeUnit, void>(
+    (units) => this.writeRound(units),
+    (unit) => unit.payloads.length,
+  );
 
   constructor(
     @InjectQueue(QueueName.Generation) private readonly queue: Queue,
@@ -53,12 +100,12 @@ export class GenerationsService {
   ) {}
 
   /** Records the request, then queues it with the generation id as job id. */
-  async create(dto: CreateGenerationDto, link: GenerationLink = {}) {
+  async create(dto: CreateGenerationDto, link: GenerationLink = {}): Promise<{ id: string }> {
     const payload = this.payloadFor(dto, link, link.id ?? newGenerationId());
     if (dto.references?.length) payload.references = await storeReferences(this.images, payload.generationId, dto.references);
     await this.quota.reserveJobs(link.apiKey ?? null, [payload.generationId]);
-    const [record] = await this.enqueue([payload], link);
-    return record;
+    await this.enqueue([payload], link);
+    return { id: payload.generationId };
   }
 
   /** Many generations in one database write and one queue round trip (batches). */
@@ -89,57 +136,59 @@ export class GenerationsService {
     };
   }
 
-  /** Records, then queues. If the queue refuses, the records are failed rather than left claiming a job. */
-  private async enqueue(payloads: GenerateJobPayload[], link: GenerationLink) {
-    const records = await this.generations.createMany(
+  /**
+   * Records, then queues, through the group commit: concurrent creates share one database write,
+   * one events write and one queue write.
+   */
+  private enqueue(payloads: GenerateJobPayload[], link: GenerationLink): Promise<void> {
+    return this.intake.submit({ payloads, link });
+  }
+
+  /** One round of the group commit. If the queue refuses, the records are failed rather than left claiming a job. */
+  private async writeRound(units: IntakeUnit[]): Promise<UnitOutcome<void>[]> {
+    const outcomes = await this.record(units);
+    const live = units.filter((_, i) => outcomes[i].ok);
+    if (live.length === 0) return outcomes;
+    // The 'queued' events go first so no worker's 'running' can precede them in a stream.
+    const ahead = await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null);
+    let position = ahead;
+    const events = live.flatMap(({ payloads }) =>
       payloads.map((p) => ({
         id: p.generationId,
-        engine: p.engine,
-        prompt: p.prompt,
-        negativePrompt: p.negativePrompt,
-        seed: p.seed,
-        steps: p.steps,
-        guidance: p.guidance,
-        width: p.width,
-        height: p.height,
-        numImages: p.numImages,
-        origin: p.origin,
-        sandboxRunId: link.sandboxRunId ?? null,
-        batchId: link.batchId ?? null,
-        apiKeyId: p.apiKeyId,
-        webhookUrl: p.webhookUrl,
+        // A position only for single creates: the items of a batch wait behind all interactive work anyway.
+        event: { type: 'queued' as const, position: payloads.length === 1 && position !== null ? position++ : null },
       })),
     );
-    // The 'queued' event goes first so no worker's 'running' can precede it in the stream.
-    const ahead = payloads.length === 1 ? await this.queue.getJobCountByTypes('waiting', 'prioritized').catch(() => null) : null;
-    await Promise.all(payloads.map((p) => appendGenerationEvent(this.redis, p.generationId, { type: 'queued', position: ahead }))).catch(() => undefined);
+    await appendGenerationEvents(this.redis, events).catch(() => undefined);
     try {
-      await this.queue.addBulk(
-        payloads.map((p) => ({
-          name: JobName.Generate,
-          data: p,
-          opts: {
-            jobId: p.generationId,
-            priority: ORIGIN_PRIORITY[p.origin],
-            attempts: JOB_ATTEMPTS,
-            backoff: { type: 'exponential', delay: 1000 },
-            removeOnComplete: { age: 3600, count: 5000 },
-            removeOnFail: { age: 7 * 24 * 3600 },
-          },
-        })),
-      );
+      await this.queue.addBulk(live.flatMap(({ payloads }) => payloads.map(jobFor)));
     } catch (err) {
-      const ids = payloads.map((p) => p.generationId);
-      await this.quota.releaseJobs(link.apiKey?.id ?? null, ids);
-      const error = { code: 'queue_unavailable', message: (err as Error).message, field: null };
-      for (const id of ids) {
-        await this.generations.markFailed(id, error);
-        await appendGenerationEvent(this.redis, id, { type: 'failed', error }).catch(() => undefined);
-      }
-      this.logger.error(`queueing ${ids.length} job(s) failed: ${(err as Error).message}`);
-      throw new ServiceUnavailableException({ statusCode: 503, message: 'the job queue is unavailable; retry shortly', retry_after_s: 2 });
+      for (const unit of live) outcomes[units.indexOf(unit)] = { ok: false, error: await this.failUnqueued(unit, err as Error) };
     }
-    return records;
+    return outcomes;
+  }
+
+  /** All units' rows in one statement; if that fails, each unit alone, so one unit's bad row fails only its own request. */
+  private async record(units: IntakeUnit[]): Promise<UnitOutcome<void>[]> {
+    const rowsOf = (unit: IntakeUnit) => unit.payloads.map((p) => recordFor(p, unit.link));
+    const settle = (write: Promise<void>): Promise<UnitOutcome<void>> =>
+      write.then(
+        () => ({ ok: true as const, value: undefined }),
+        (error: unknown) => ({ ok: false as const, error }),
+      );
+    const together = await settle(this.generations.createMany(units.flatMap(rowsOf)));
+    if (together.ok || units.length === 1) return units.map(() => together);
+    return Promise.all(units.map((unit) => settle(this.generations.createMany(rowsOf(unit)))));
+  }
+
+  private async failUnqueued({ payloads, link }: IntakeUnit, err: Error): Promise<ServiceUnavailableException> {
+    const ids = payloads.map((p) => p.generationId);
+    await this.quota.releaseJobs(link.apiKey?.id ?? null, ids).catch(() => undefined);
+    const error = { code: 'queue_unavailable', message: err.message, field: null };
+    for (const id of ids) await this.generations.markFailed(id, error).catch(() => undefined);
+    await appendGenerationEvents(this.redis, ids.map((id) => ({ id, event: { type: 'failed', error } }))).catch(() => undefined);
+    this.logger.error(`queueing ${ids.length} job(s) failed: ${err.message}`);
+    return new ServiceUnavailableException({ statusCode: 503, message: 'the job queue is unavailable; retry shortly', retry_after_s: 2 });
   }
 
   /**

@@ -2,7 +2,7 @@ import { Body, Controller, GatewayTimeoutException, HttpCode, HttpException, Inj
 import { ApiGatewayTimeoutResponse, ApiOkResponse, ApiTags } from '@nestjs/swagger';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import { generationView } from '../generations/generation.view';
+import { generationLinks, generationView } from '../generations/generation.view';
 import { GenerationsService } from '../generations/generations.service';
 import { SandboxService } from '../sandbox/sandbox.service';
 import { NerdSandboxDto, PromptPicsGenerateDto } from './promptpics.dto';
@@ -32,7 +32,7 @@ export class PromptPicsController {
     const created = await this.generations.create({ ...dto, engine: dto.engine ?? 'flux1_dev' });
     const g = await this.generations.waitForTerminal(created.id, this.config.syncWaitMs);
     if (!g) {
-      throw new GatewayTimeoutException({ statusCode: 504, message: `generation ${created.id} is still running`, id: created.id, links: generationView({ ...created, images: [] }).links });
+      throw new GatewayTimeoutException({ statusCode: 504, message: `generation ${created.id} is still running`, id: created.id, links: generationLinks(created.id) });
     }
     const view = generationView(g);
     if (g.status !== 'succeeded') {
