@@ -944,6 +944,213 @@ def suite_hook_check(args, rec: Recorder, device: torch.device) -> None:
     manager.unload()
 
 
+def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
+    """The levers past the FP8 fast path, in one command (about 5-6 minutes on an H100 or H200).
+    First the attention microbench (suite flux2-fast-attn) in a child process, so that a Triton
+    compiler crash costs its rows only: cuDNN SDPA in bf16 against the Triton kernels of
+    flexy_worker.fp8_attention at FLUX.2's shape. Then one FLUX.2 transformer step at 1024x1024:
+    bf16 eager (the reference output), the fast path as it is (fp8 + compile + sdpa=cudnn: the
+    same-run baseline), + accum=fast, + attn=fp8, both, and the int8/bf16 variants of the attention
+    (only the modes that worked in the microbench). The model is converted to FP8 once; each variant
+    goes through acceleration.apply_fast_path (which drops the compiled code and recompiles).
+    Every variant records a row or an error row."""
+    import traceback
+    from types import SimpleNamespace
+
+    from flexy_worker import acceleration as acc
+    from flexy_worker import fp8_attention as fa
+
+    suite_started = time.perf_counter()
+    model_budget_s = 400.0  # no model variant starts after this, so the suite ends within ~7-8 minutes
+
+    # ---- attention alone, in a child process: learn something even if the model rows fail ----
+    cmd = [sys.executable, str(HERE / "bench.py"), "--suite", "flux2-fast-attn", "--command", rec.command]
+    cmd += ["--tiny"] if args.tiny else []
+    cmd += ["--results", args.results] if args.results else []
+    cmd += ["--device", args.device] if args.device else []
+    log("attention microbench (child process): " + " ".join(cmd[1:4]))
+    working: dict[str, list[tuple[float, str]]] = {}  # mode -> [(ms, loader)] that ran and were right
+    try:
+        import threading
+
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        watchdog = threading.Timer(300, proc.kill)  # a hung child must not eat the model rows' time
+        watchdog.start()
+        for line in proc.stdout:
+            print("  | " + line.rstrip(), flush=True)
+            if line.startswith("ATTN_OK "):
+                ok = json.loads(line[8:])
+                working.setdefault(ok["mode"], []).append((ok["ms"], ok["loader"]))
+        rc = proc.wait(timeout=60)
+        watchdog.cancel()
+        if rc != 0:  # a crash (a compiler abort, say) after some kernels were already measured
+            rec.row(engine="attention", mode="attention microbench (child process)", error=f"exit code {rc}", returncode=rc)
+    except Exception as exc:
+        traceback.print_exc()
+        rec.row(engine="attention", mode="attention microbench (child process)", error=repr(exc)[:400])
+    log(f"attention kernels that worked (mode: [(ms, loader)]): {working}")
+    free(device)
+
+    # ---- one FLUX.2 transformer step ----
+    width = height = 256 if args.tiny else 1024
+    reps = 2 if args.tiny else args.reps
+    base = {"engine": "flux2_dev_transformer", "width": width, "height": height, "tokens": (width // 16) * (height // 16) + 512}
+    compiled = not args.tiny or args.compile_tiny
+    outputs: dict[str, Any] = {}
+
+    def measure(transformer, inputs, mode: str, ref=None, extra=None, first_call_s=None):
+        reset_peak(device)
+        with torch.inference_mode():
+            t = step_times(lambda: transformer(**inputs), device, warmup=1, reps=reps)
+            out = transformer(**inputs)[0].float()
+        fields = dict(base, mode=mode, s_per_step=round(t["median"], 4), s_per_step_min=round(t["min"], 4),
+                      s_per_step_max=round(t["max"], 4), reps=t["reps"], peak_gb=peak_gb(device),
+                      weights_gb=round(M.module_bytes(transformer) / GB, 2))  # fmt: skip
+        if first_call_s is not None:
+            fields["compile_s"] = round(first_call_s, 1)
+        if ref is not None:
+            fields["rel_err_vs_bf16"] = round(rel_err(out, ref), 5)
+        if "baseline" in outputs:
+            fields["rel_err_vs_fp8_baseline"] = round(rel_err(out, outputs["baseline"][0]), 5)
+            fields["speedup_vs_baseline"] = round(outputs["baseline"][1] / t["median"], 4)
+        fields["finite"] = bool(torch.isfinite(out).all())
+        rec.row(**fields, **(extra or {}))
+        return out, t["median"]
+
+    log("building FLUX.2 transformer in bf16")
+    transformer = M.flux2_transformer(device, "bf16", args.tiny)
+    inputs = flux2_inputs(transformer, device, width, height)
+    ref, _ = measure(transformer, inputs, "bf16 eager (sdpa default)")
+    pipe = SimpleNamespace(transformer=transformer)
+    variants = [
+        ("fp8+compile+sdpa=cudnn", "baseline"),
+        ("fp8+accum=fast+compile+sdpa=cudnn", None),
+        ("fp8+attn=fp8+compile+sdpa=cudnn", None),
+        ("fp8+accum=fast+attn=fp8+compile+sdpa=cudnn", None),
+        ("fp8+accum=fast+attn=int8+compile+sdpa=cudnn", None),
+        ("fp8+accum=fast+attn=int8qk+compile+sdpa=cudnn", None),
+        ("fp8+accum=fast+attn=fp8qk+compile+sdpa=cudnn", None),
+    ]
+    for options, role in variants:
+        if not compiled:
+            options = options.replace("+compile", "")
+        label = f"fast path {options}" + (" (same-run baseline)" if role == "baseline" else "")
+        if time.perf_counter() - suite_started > model_budget_s:
+            rec.row(**base, mode=label, error="skipped: suite time budget")
+            continue
+        attn = acc.parse_options(options).attention
+        if attn and device.type == "cuda":
+            if attn not in working:
+                rec.row(**base, mode=label, error=f"skipped: attn={attn} did not work in the attention microbench")
+                continue
+            fa.set_default_loader(min(working[attn])[1])  # the faster loader that worked for this mode
+        log(f"variant {options}")
+        try:
+            report = acc.apply_fast_path(pipe, acc.parse_options(options), "flux2_dev_transformer", device)
+            free(device)
+            with torch.inference_mode():
+                first_s, _ = wall(lambda: transformer(**inputs), device)  # compile (and attention autotune)
+            details = {k: v for k, v in report.details.items() if k != "sdpa_order"}
+            out, t = measure(transformer, inputs, label, ref=ref, first_call_s=first_s,
+                             extra={"fast_path_asked": report.asked, "fast_path_applied": report.applied,
+                                    "apply_s": round(report.apply_ms / 1000, 2), **details})  # fmt: skip
+            if role == "baseline":
+                outputs["baseline"] = (out, t)
+        except Exception as exc:
+            traceback.print_exc()
+            rec.row(**base, mode=label, error=repr(exc)[:400])
+    del transformer, pipe
+    torch._dynamo.reset()
+    free(device)
+
+
+def suite_flux2_fast_attn(args, rec: Recorder, device: torch.device) -> None:
+    """Attention alone at FLUX.2's shape (1 x 48 heads x 4608 tokens x 128; --tiny: 2 x 640): cuDNN
+    SDPA in bf16 against each mode of the Triton kernel (flexy_worker.fp8_attention) with TMA and plain
+    loads: ms a call (quantization pre-pass included, and alone), TFLOP/s, error against fp32
+    attention for flat and peaky scores. Prints 'ATTN_OK {mode, loader, ms}' for each kernel that ran
+    and was right (error under 10 %), which suite flux2-fast reads."""
+    import math
+    import traceback
+    from contextlib import nullcontext
+
+    cuda = device.type == "cuda"
+
+    def timed_ms(fn, reps: int = 20) -> float:
+        for _ in range(3):
+            fn()
+        sync(device)
+        if not cuda:
+            return wall(fn, device)[0] * 1000
+        times = []
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        from flexy_worker import fp8_attention as fa
+
+        heads, seq, dim = (2, 640, 128) if args.tiny else (48, 4608, 128)
+        flops = 4 * heads * seq * seq * dim
+        att = {"engine": "attention", "batch": 1, "heads": heads, "tokens": seq, "head_dim": dim}
+        g = torch.Generator().manual_seed(7)
+        q, k, v = (torch.randn(1, seq, heads, dim, generator=g) for _ in range(3))
+        k = k + 0.5 * torch.randn(1, 1, heads, dim, generator=g)  # a per-head channel offset (smoothing's case)
+        q, k, v = (t.to(device, torch.bfloat16) for t in (q, k, v))
+        q_sharp = (q.float() * 3).to(torch.bfloat16)  # scores x3: peakier attention, as trained models have
+
+        def sdpa(qq, kk=k, vv=v):
+            return torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (qq, kk, vv))).transpose(1, 2)
+
+        with torch.inference_mode():
+            ref_flat = sdpa(q.float(), k.float(), v.float())
+            ref_sharp = sdpa(q_sharp.float(), k.float(), v.float())
+        log(f"attention microbench: {heads} heads x {seq} tokens x {dim}, {flops / 1e12:.2f} TFLOP a call")
+        cudnn = sdpa_kernel([SDPBackend.CUDNN_ATTENTION]) if cuda else nullcontext()
+        with torch.inference_mode(), cudnn:
+            ms = timed_ms(lambda: sdpa(q))
+            rec.row(**att, mode="attention sdpa=cudnn bf16", ms_per_call=round(ms, 4), tflops=round(flops / ms / 1e9, 1),
+                    rel_err_vs_fp32=round(rel_err(sdpa(q), ref_flat), 5),
+                    rel_err_sharp_vs_fp32=round(rel_err(sdpa(q_sharp), ref_sharp), 5))  # fmt: skip
+        for mode, (qk, pv) in fa.MODES.items():
+            for loader in ("tma", "ptr"):
+                label = f"attention triton attn={mode} (qk {qk}, pv {pv})" + (f" loader={loader}" if cuda else " (cpu: emulated)")
+                try:
+                    if not cuda:  # no Triton on the CPU: the same blockwise arithmetic in PyTorch, for its error
+                        with torch.inference_mode():
+                            emu = fa.reference_fp8_attention(q, k, v, qk=qk, pv=pv)
+                            emu_sharp = fa.reference_fp8_attention(q_sharp, k, v, qk=qk, pv=pv)
+                        rec.row(**att, mode=label, error="needs CUDA: errors are the PyTorch emulation's",
+                                rel_err_vs_fp32=round(rel_err(emu, ref_flat), 5),
+                                rel_err_sharp_vs_fp32=round(rel_err(emu_sharp, ref_sharp), 5))  # fmt: skip
+                        break
+                    with torch.inference_mode():
+                        call = lambda qq: fa.fp8_attention(qq, k, v, qk=qk, pv=pv, loader=loader)  # noqa: E731
+                        tune_s, _ = wall(lambda: call(q), device)  # autotunes once per shape and mode
+                        ms = timed_ms(lambda: call(q))
+                        pre_ms = timed_ms(lambda: fa.quantize_kv(k, v, qk=qk, pv=pv))
+                        err, err_sharp = rel_err(call(q), ref_flat), rel_err(call(q_sharp), ref_sharp)
+                    if math.isfinite(err) and err < 0.1:  # usable: the parent process may install it
+                        print("ATTN_OK " + json.dumps({"mode": mode, "loader": loader, "ms": ms}), flush=True)
+                    rec.row(**att, mode=label, ms_per_call=round(ms, 4), tflops=round(flops / ms / 1e9, 1),
+                            prepass_ms=round(pre_ms, 4), first_call_s=round(tune_s, 1),
+                            rel_err_vs_fp32=round(err, 5), rel_err_sharp_vs_fp32=round(err_sharp, 5),
+                            config=str(getattr(fa._attn_fwd_tuned, "best_config", None)))  # fmt: skip
+                except Exception as exc:
+                    traceback.print_exc()
+                    rec.row(**att, mode=label, error=repr(exc)[:400])
+    except Exception as exc:
+        traceback.print_exc()
+        rec.row(engine="attention", mode="attention microbench", error=repr(exc)[:400])
+
+
 SUITES = {
     "flux2-step": suite_flux2_step,
     "pipe-flux2": suite_pipe_flux2,
@@ -952,6 +1159,8 @@ SUITES = {
     "compile-child": suite_compile_child,
     "flux2-profile": suite_flux2_profile,
     "hook-check": suite_hook_check,
+    "flux2-fast": suite_flux2_fast,
+    "flux2-fast-attn": suite_flux2_fast_attn,
 }
 
 

@@ -12,8 +12,20 @@ A fast path changes how an already loaded pipeline computes, never what it loads
   ``torch._scaled_mm`` and comes out in bfloat16. Halves the weights' memory against bf16.
   Only on cards with FP8 tensor cores (compute capability 8.9 or later: Ada, Hopper, Blackwell);
   elsewhere the option is ignored with a log line. bitsandbytes NF4 layers are dequantized first.
+* ``accum=fast`` (with ``fp8``): ``torch._scaled_mm(..., use_fast_accum=True)``: Hopper's FP8 tensor
+  cores accumulate without the periodic promotion to full fp32 (faster GEMMs, slightly more error).
+  ``accum=exact`` (the default) keeps the promotion.
+* ``bias=fused`` (with ``fp8``): the Linear bias goes into ``torch._scaled_mm``'s epilogue instead of a
+  separate add (bf16/fp16 bias and output only, as torch requires); checked once per device on a
+  small product and left as a separate add where the library refuses it. ``bias=add`` is the default.
 * ``sdpa=cudnn|flash|efficient``: the backend PyTorch's scaled-dot-product attention tries first
   (process-wide: the worker owns its GPU and runs one job at a time).
+* ``attn=fp8|int8|fp8qk|int8qk``: attention through the Triton kernel of ``fp8_attention``: Q·Kᵀ on
+  the 8-bit tensor cores (e4m3 for ``fp8*``, int8 for ``int8*``; K smoothed by its mean, per-block
+  scales), P·V in e4m3 (``fp8``, ``int8``) or bf16 (``…qk``). FLUX.2 and FLUX.1 processors only
+  (those that call diffusers' ``dispatch_attention_fn``); calls it does not take (a mask, another
+  head size) use the normal path. CUDA cards with FP8 only; checked on the device before use.
+  (``attn=cudnn`` etc. still mean ``sdpa=``.)
 * ``cache=THRESHOLD``: First-Block-Cache: when the first block's residual changed by less than
   THRESHOLD (relative mean absolute difference) since the last fully computed step, the other
   blocks are skipped and the residual they added then is reused. Changes the image; off unless
@@ -23,9 +35,12 @@ Configuration, one entry per engine (``*`` for every engine not named)::
 
     FLEXY_FAST_PATH="flux2_dev_4bit:fp8+compile+sdpa=cudnn,flux1_dev:compile,sd3_medium:compile"
     FLEXY_FAST_PATH="*:fast"        # fast = fp8 + compile + sdpa=cudnn where FP8 exists, else compile
+    FLEXY_FAST_PATH="flux2_dev_4bit:fp8+accum=fast+attn=int8+compile+sdpa=cudnn"
 
 The worker applies the engine's fast path once after loading (``apply_fast_path``), then runs a
 short warm-up (``warm_up``) so compilation happens before it reports ready, not in the first job.
+Applying another path to the same denoiser later (benchmarks) drops the compiled code and switches
+the GEMM and attention options to the new path's values.
 """
 
 from __future__ import annotations
@@ -67,14 +82,23 @@ class FastPath:
     step_cache: float | None = None  # First-Block-Cache threshold
     compile_mode: str | None = None  # torch.compile mode (None: default)
     fast: bool = False  # the "fast" preset, resolved against the device in resolve()
+    fast_accum: bool = False  # FP8 GEMMs with use_fast_accum (accum=fast)
+    bias_fused: bool = False  # FP8 GEMMs add the bias in their epilogue (bias=fused)
+    attention: str | None = None  # None | a mode of fp8_attention.MODES (attn=fp8 ...)
 
     def enabled(self) -> bool:
-        return bool(self.compile or self.fp8 or self.sdpa or self.step_cache or self.fast)
+        return bool(self.compile or self.fp8 or self.sdpa or self.step_cache or self.fast or self.attention)
 
     def describe(self) -> str:
         parts = []
         if self.fp8:
             parts.append("fp8" if self.fp8 == "row" else f"fp8={self.fp8}")
+        if self.fast_accum:
+            parts.append("accum=fast")
+        if self.bias_fused:
+            parts.append("bias=fused")
+        if self.attention:
+            parts.append(f"attn={self.attention}")
         if self.compile:
             parts.append("compile" if not self.compile_mode else f"compile={self.compile_mode}")
         if self.sdpa:
@@ -95,6 +119,11 @@ class FastPath:
         if path.fp8 and not fp8_supported(device):
             log.warning("fp8 fast path asked for, but %s has no FP8 tensor cores: ignored", device)
             path = replace(path, fp8=None)
+        if not path.fp8 and (path.fast_accum or path.bias_fused):
+            path = replace(path, fast_accum=False, bias_fused=False)  # options of the FP8 GEMMs only
+        if path.attention and not fp8_attention_available(device):
+            log.warning("attn=%s asked for, but %s has no FP8 tensor cores or no Triton: ignored", path.attention, device)
+            path = replace(path, attention=None)
         if path.sdpa and not _is_cuda(device):
             path = replace(path, sdpa=None)
         return path
@@ -102,6 +131,7 @@ class FastPath:
 
 SDPA_CHOICES = ("cudnn", "flash", "efficient", "math")
 FP8_CHOICES = ("row", "tensor")
+ATTENTION_CHOICES = ("fp8", "int8", "fp8qk", "int8qk")  # fp8_attention.MODES
 
 
 def parse_options(text: str) -> FastPath:
@@ -123,10 +153,21 @@ def parse_options(text: str) -> FastPath:
             if arg not in FP8_CHOICES:
                 raise ValueError(f"fp8={arg}: expected one of {', '.join(FP8_CHOICES)}")
             values["fp8"] = arg
+        elif name in ("attn", "attention") and arg in ATTENTION_CHOICES:
+            values["attention"] = arg
         elif name in ("sdpa", "attn", "attention"):
             if arg not in SDPA_CHOICES:
-                raise ValueError(f"{name}={arg}: expected one of {', '.join(SDPA_CHOICES)}")
+                allowed = SDPA_CHOICES + (ATTENTION_CHOICES if name != "sdpa" else ())
+                raise ValueError(f"{name}={arg}: expected one of {', '.join(allowed)}")
             values["sdpa"] = arg
+        elif name == "accum":
+            if arg not in ("fast", "exact"):
+                raise ValueError(f"accum={arg}: expected fast or exact")
+            values["fast_accum"] = arg == "fast"
+        elif name == "bias":
+            if arg not in ("fused", "add"):
+                raise ValueError(f"bias={arg}: expected fused or add")
+            values["bias_fused"] = arg == "fused"
         elif name in ("cache", "fbc", "step_cache"):
             threshold = float(arg) if arg else 0.08
             if not 0 < threshold < 1:
@@ -168,6 +209,15 @@ def fp8_supported(device: torch.device | str | None) -> bool:
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
 
 
+def fp8_attention_available(device: torch.device | str | None) -> bool:
+    """The Triton FP8 attention kernel can run here: FP8 tensor cores and Triton."""
+    if not fp8_supported(device):
+        return False
+    from . import fp8_attention
+
+    return fp8_attention.HAS_TRITON
+
+
 # ---- FP8 linear layers --------------------------------------------------------------------------
 
 
@@ -196,6 +246,11 @@ def _quantize_activation(x2d: torch.Tensor, granularity: str) -> tuple[torch.Ten
     return (xf / scale).clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE), scale
 
 
+def _bias_fusable(bias: torch.Tensor | None, out_dtype: torch.dtype) -> bool:
+    """torch._scaled_mm takes a bias only for a bf16/fp16 output, in the output's dtype."""
+    return bias is not None and out_dtype in (torch.bfloat16, torch.float16) and bias.dtype == out_dtype
+
+
 def fp8_linear(
     x: torch.Tensor,
     weight_fp8: torch.Tensor,
@@ -203,19 +258,26 @@ def fp8_linear(
     bias: torch.Tensor | None,
     granularity: str = "row",
     out_dtype: torch.dtype | None = None,
+    fast_accum: bool = False,
+    bias_fused: bool = False,
 ) -> torch.Tensor:
-    """y = x @ W.T + b with W in FP8 and x quantized per token (row) or per tensor on the fly."""
+    """y = x @ W.T + b with W in FP8 and x quantized per token (row) or per tensor on the fly.
+    fast_accum: the tensor cores' fast FP8 accumulation; bias_fused: b added in the GEMM's epilogue
+    where torch allows it (else a separate add)."""
     out_dtype = out_dtype or (x.dtype if x.dtype in (torch.bfloat16, torch.float16, torch.float32) else torch.bfloat16)
     shape = x.shape
     x2d = x.reshape(-1, shape[-1])
     xq, x_scale = _quantize_activation(x2d, granularity)
+    fuse = bias_fused and _bias_fusable(bias, out_dtype)
     if x2d.is_cuda:
         # mat2 must be column-major: the transpose of the row-major (N, K) weight is.
         scale_b = weight_scale.reshape(1, -1) if granularity == "row" else weight_scale
-        out = torch._scaled_mm(xq, weight_fp8.t(), scale_a=x_scale, scale_b=scale_b, out_dtype=out_dtype)
-    else:  # CPU (tests, demo): the same arithmetic, dequantized
-        out = ((xq.float() * x_scale) @ (weight_fp8.float() * weight_scale.reshape(-1, 1)).t()).to(out_dtype)
-    if bias is not None:
+        out = torch._scaled_mm(xq, weight_fp8.t(), scale_a=x_scale, scale_b=scale_b, bias=bias if fuse else None,
+                               out_dtype=out_dtype, use_fast_accum=fast_accum)  # fmt: skip
+    else:  # CPU (tests, demo): the same arithmetic, dequantized; the epilogue adds in fp32
+        out = (xq.float() * x_scale) @ (weight_fp8.float() * weight_scale.reshape(-1, 1)).t()
+        out = (out + bias.float() if fuse else out).to(out_dtype)
+    if bias is not None and not fuse:
         out = out + bias.to(out_dtype)
     return out.reshape(*shape[:-1], out.shape[-1])
 
@@ -229,6 +291,8 @@ class FP8Linear(nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight_fp8.shape
         self.granularity = granularity
+        self.fast_accum = False  # set_fp8_gemm_options
+        self.bias_fused = False
         self.register_buffer("weight_fp8", weight_fp8)
         self.register_buffer("weight_scale", weight_scale)
         self.bias = nn.Parameter(bias.detach(), requires_grad=False) if bias is not None else None
@@ -242,10 +306,12 @@ class FP8Linear(nn.Module):
         return self.weight_fp8.float() * self.weight_scale.reshape(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return fp8_linear(x, self.weight_fp8, self.weight_scale, self.bias, self.granularity)
+        return fp8_linear(x, self.weight_fp8, self.weight_scale, self.bias, self.granularity,
+                          fast_accum=self.fast_accum, bias_fused=self.bias_fused)  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, fp8={self.granularity}"
+        extra = "".join([", accum=fast" if self.fast_accum else "", ", bias=fused" if self.bias_fused else ""])
+        return f"in_features={self.in_features}, out_features={self.out_features}, fp8={self.granularity}{extra}"
 
 
 def _dense_weight(module: nn.Module) -> torch.Tensor | None:
@@ -289,6 +355,44 @@ def convert_to_fp8(model: nn.Module, granularity: str = "row", scope: list[nn.Mo
                 bytes_after += bias.numel() * bias.element_size() if bias is not None else 0
                 converted += 1
     return {"fp8_layers": converted, "fp8_bytes_before": bytes_before, "fp8_bytes_after": bytes_after}
+
+
+def set_fp8_gemm_options(model: nn.Module, fast_accum: bool = False, bias_fused: bool = False) -> int:
+    """Switch every FP8Linear of model to these GEMM options; returns how many layers. Compiled code
+    specializes on them: drop it (torch._dynamo.reset()) before switching on a compiled model."""
+    layers = [m for m in model.modules() if isinstance(m, FP8Linear)]
+    for layer in layers:
+        layer.fast_accum, layer.bias_fused = bool(fast_accum), bool(bias_fused)
+    return len(layers)
+
+
+_BIAS_PROBE: dict[str, Any] = {}
+
+
+def scaled_mm_bias_supported(device: torch.device | str) -> bool:
+    """Whether torch._scaled_mm with row-wise scales adds a bf16 bias correctly on this device
+    (cuBLASLt's epilogue or CUTLASS, depending on the library versions). Checked once per device."""
+    device = torch.device(device)
+    if not fp8_supported(device):
+        return False
+    key = str(device)
+    if key not in _BIAS_PROBE:
+        try:
+            g = torch.Generator(device="cpu").manual_seed(0)
+            x = torch.randn(64, 128, generator=g).to(device, torch.bfloat16)
+            w = torch.randn(96, 128, generator=g) / 11
+            bias = torch.randn(96, generator=g).to(device, torch.bfloat16)
+            wq, ws = quantize_fp8(w.to(device), "row")
+            fused = fp8_linear(x, wq, ws, bias, "row", bias_fused=True)
+            added = fp8_linear(x, wq, ws, bias, "row", bias_fused=False)
+            err = float((fused.float() - added.float()).norm() / added.float().norm())
+            _BIAS_PROBE[key] = bool(err < 0.01)
+            if not _BIAS_PROBE[key]:
+                log.warning("torch._scaled_mm bias epilogue differs from the separate add (%.4f): not used", err)
+        except Exception as exc:  # e.g. cuBLASLt without a bias epilogue for row-wise scales
+            log.warning("torch._scaled_mm refuses a bias here (%r): bias=fused not used", exc)
+            _BIAS_PROBE[key] = False
+    return _BIAS_PROBE[key]
 
 
 # ---- regional compile ---------------------------------------------------------------------------
@@ -534,15 +638,28 @@ def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: tor
     if not resolved.enabled():
         return report
     started = time.perf_counter()
+    compiled = [m for m in denoiser.modules() if getattr(m, "_compiled_call_impl", None) is not None]
+    if compiled:
+        # Applied again (a benchmark switching options): compiled code of the old layers would keep
+        # their weights alive and specializes on the old options, so drop it and compile afresh.
+        torch._dynamo.reset()
+        for module in compiled:
+            module._compiled_call_impl = None
     if resolved.fp8:
-        if any(getattr(b, "_compiled_call_impl", None) is not None for b in repeated_blocks(denoiser)):
-            # Compiled code of the old layers would keep their weights alive: drop it first.
-            torch._dynamo.reset()
         report.details.update(convert_to_fp8(denoiser, resolved.fp8))
+        bias_fused = resolved.bias_fused and scaled_mm_bias_supported(device)
+        set_fp8_gemm_options(denoiser, resolved.fast_accum, bias_fused)
+        if resolved.bias_fused and not bias_fused:
+            report.details["bias_fused"] = False  # the library refused: separate adds
         if _is_cuda(device):
             torch.cuda.empty_cache()
     if resolved.sdpa:
         report.details["sdpa_order"] = set_sdpa_backend(resolved.sdpa)
+    report.details.update(_apply_attention(denoiser, resolved.attention, device))
+    if (resolved.attention and not report.details.get("attention")) or report.details.get("bias_fused") is False:
+        effective = replace(resolved, attention=report.details.get("attention", resolved.attention),
+                            bias_fused=resolved.bias_fused and report.details.get("bias_fused") is not False)  # fmt: skip
+        report.applied = effective.describe()
     if resolved.step_cache:
         report.details["step_cache"] = enable_step_cache(denoiser, resolved.step_cache)
     if resolved.compile:
@@ -554,6 +671,28 @@ def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: tor
     log.info("fast path for %s: %s (asked %s) in %.0f ms", engine or type(denoiser).__name__,
              report.applied, report.asked, report.apply_ms)  # fmt: skip
     return report
+
+
+def _apply_attention(denoiser: nn.Module, mode: str | None, device: torch.device | str) -> dict[str, Any]:
+    """Install (after a check on the device) or remove the Triton attention of fp8_attention."""
+    if not mode:
+        if getattr(denoiser, "_flexy_fp8_attention", None):
+            from . import fp8_attention
+
+            fp8_attention.uninstall(denoiser)
+        return {}
+    from . import fp8_attention
+
+    check = fp8_attention.self_test(device, mode)
+    if not check["ok"]:
+        fp8_attention.uninstall(denoiser)
+        log.warning("attn=%s not used: the kernel failed its check on %s: %s", mode, device, check["error"])
+        return {"attention": None, "attention_error": check["error"]}
+    routed = fp8_attention.install(denoiser, mode)
+    if not routed:
+        log.warning("attn=%s: no processor of %s calls dispatch_attention_fn; not used", mode, type(denoiser).__name__)
+    return {"attention": mode if routed else None, "attention_processors": routed, "attention_loader": check["loader"],
+            "attention_check_rel_err": check["rel_err"]}  # fmt: skip
 
 
 def warm_up_kwargs(pipeline: Any, width: int, height: int, steps: int = 2, negative: bool = False,

@@ -34,6 +34,31 @@ def test_parse_options_and_table():
     assert not acc.fast_path_for("sd3_medium", {}).enabled()
 
 
+def test_parse_gemm_and_attention_options():
+    path = acc.parse_options("fp8+accum=fast+bias=fused+attn=int8+compile+sdpa=cudnn")
+    assert path == acc.FastPath(compile=True, fp8="row", sdpa="cudnn", fast_accum=True, bias_fused=True, attention="int8")
+    assert path.describe() == "fp8+accum=fast+bias=fused+attn=int8+compile+sdpa=cudnn"
+    assert acc.parse_options(path.describe()) == path  # describe() round-trips
+    assert acc.parse_options("attn=fp8qk").attention == "fp8qk" and acc.parse_options("attn=fp8qk").enabled()
+    assert acc.parse_options("attn=cudnn") == acc.FastPath(sdpa="cudnn")  # attn= still names SDPA backends
+    assert acc.parse_options("accum=exact+bias=add") == acc.FastPath()
+    assert acc.fast_path_for("flux2_dev_4bit", {acc.FAST_PATH_ENV: "flux2_dev_4bit:fp8+attn=fp8"}).attention == "fp8"
+
+
+@pytest.mark.parametrize("bad", ["sdpa=fp8", "attn=fp4", "accum=slow", "bias=late"])
+def test_parse_rejects_bad_gemm_and_attention_options(bad):
+    with pytest.raises(ValueError):
+        acc.parse_options(bad)
+
+
+def test_resolve_drops_gemm_and_attention_options_without_fp8():
+    # no FP8 tensor cores on the CPU: no FP8 GEMMs, so no options of theirs, and no 8-bit attention
+    path = acc.parse_options("fp8+accum=fast+bias=fused+attn=fp8+compile").resolve("cpu")
+    assert path == acc.FastPath(compile=True)
+    assert not acc.fp8_attention_available("cpu")
+    assert not acc.scaled_mm_bias_supported("cpu")
+
+
 @pytest.mark.parametrize("bad", ["fp8=int4", "warp", "sdpa=sage", "cache=2"])
 def test_parse_rejects_unknown(bad):
     with pytest.raises(ValueError):
@@ -89,6 +114,24 @@ def test_fp8_linear_per_token_scales_keep_small_tokens():
     w = torch.randn(32, 64) / 8
     out = acc.fp8_linear(x, *acc.quantize_fp8(w, "row"), None, "row", torch.float32)
     assert rel_err(out[0], x[0] @ w.t()) < 0.06
+
+
+def test_fp8_linear_gemm_options():
+    torch.manual_seed(5)
+    x = torch.randn(4, 64, dtype=torch.bfloat16)
+    w = torch.randn(32, 64) / 8
+    b = torch.randn(32).to(torch.bfloat16)
+    layer = acc.FP8Linear.from_weight(w, b)
+    plain = layer(x)
+    assert acc.set_fp8_gemm_options(nn.Sequential(layer, nn.ReLU()), fast_accum=True, bias_fused=True) == 1
+    assert layer.fast_accum and layer.bias_fused and "accum=fast, bias=fused" in repr(layer)
+    fused = layer(x)  # the bias added in fp32 before rounding, as the GEMM epilogue does
+    assert fused.dtype == torch.bfloat16 and rel_err(fused, plain) < 0.01
+    ref = x.float() @ w.t() + b.float()
+    assert rel_err(fused, ref) < 0.06
+    assert not acc._bias_fusable(b.float(), torch.bfloat16)  # torch wants the bias in the output dtype
+    assert not acc._bias_fusable(b, torch.float32)  # and no bias with an fp32 output
+    assert acc._bias_fusable(b, torch.bfloat16)
 
 
 def _tiny_flux2():
@@ -204,6 +247,11 @@ def test_apply_fast_path_on_cpu_reports_what_applied():
     assert report.asked == "fp8+compile" and report.applied == "compile"
     assert report.details["compiled_blocks"] == 3
     assert acc.accelerate_engine(pipe, type("S", (), {"id": "x"})(), env={}) is None
+    # applied again (as the benchmarks do): compiled code is dropped, attention asked for is not
+    # available on the CPU and reported as not applied
+    again = acc.apply_fast_path(pipe, acc.parse_options("fp8+attn=fp8+compile"), "flux2_dev_4bit")
+    assert again.applied == "compile" and again.details["compiled_blocks"] == 3
+    assert not hasattr(pipe.transformer, "_flexy_fp8_attention") or pipe.transformer._flexy_fp8_attention is None
 
 
 # ---- the engine manager's hook ------------------------------------------------------------------
