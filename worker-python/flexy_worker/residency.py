@@ -14,15 +14,26 @@ When an engine needs the device and the budget is short, the least recently used
 other engines move to host memory (pinned when CUDA is present) instead of being dropped, so
 bringing them back is one host-to-device copy. On a CPU-only machine the device is the CPU: the
 moves are no-ops but the accounting is the same, which is what lets tests watch evictions.
+
+Moves use flat buffers (`flat_buffers`, on by default whenever the device is not the CPU): an
+evicted component's bytes go into one host buffer kept for that component (allocated on its first
+eviction, reused by every later one), and a swap-in allocates one device buffer for the whole
+component and fills it with one copy; every parameter, buffer and bitsandbytes quantization-state
+tensor is then re-pointed at a view of that buffer. A component of a few hundred small tensors (CLIP,
+a VAE) thus moves at the bandwidth of one large copy, tied tensors stay tied (they view the same
+bytes) and Parameter objects stay the same objects.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import itertools
 import json
 import logging
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,14 +115,199 @@ def _own_tensors(module: torch.nn.Module):
                     yield submodule, slots, name, f"{prefix}.{name}" if prefix else name
 
 
-def storage_bytes(modules: list[torch.nn.Module]) -> int:
-    """Bytes of the distinct storages behind these modules (tied or shared tensors count once)."""
-    seen: dict[tuple[str, int], int] = {}
+def _is_quant_state(value: object) -> bool:
+    # bitsandbytes' QuantState, recognised by name so that bitsandbytes is only imported by those using it.
+    return type(value).__name__ == "QuantState" and hasattr(value, "absmax")
+
+
+def _state_tensors(state: object, seen: set[int]) -> Iterator[tuple[torch.Tensor, object, str]]:
+    """(tensor, owner, attribute) for the tensors of a quantization state and its nested states
+    (QuantState: absmax, code, offset, state2.absmax, state2.code, and whatever else it holds)."""
+    if id(state) in seen:
+        return
+    seen.add(id(state))
+    for attr, value in list(vars(state).items()):
+        if isinstance(value, torch.Tensor):
+            yield value, state, attr
+        elif _is_quant_state(value):
+            yield from _state_tensors(value, seen)
+
+
+def _held_tensors(modules: list[torch.nn.Module]) -> Iterator[tuple[torch.Tensor, object | None, str | None]]:
+    """Every tensor these modules need on their device, once each: (tensor, None, None) for parameters
+    and buffers, which are re-pointed through .data (the Parameter object, with its attributes, stays);
+    (tensor, owner, attribute) for tensors held beside them, re-pointed by setattr: bitsandbytes
+    Params4bit keeps its packed weight's absmax/code/offset in a QuantState, which Linear4bit also
+    references, and tensor attributes of other Parameter subclasses (Int8Params' CB/SCB)."""
+    seen_tensors: set[int] = set()
+    seen_states: set[int] = set()
     for module in modules:
-        for tensor in itertools.chain(module.parameters(), module.buffers()):
-            storage = tensor.untyped_storage()
-            seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+        for submodule in module.modules():
+            for slots in (submodule._parameters, submodule._buffers):
+                for tensor in slots.values():
+                    if tensor is None or id(tensor) in seen_tensors:
+                        continue
+                    seen_tensors.add(id(tensor))
+                    yield tensor, None, None
+                    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
+                        for attr, value in list(vars(tensor).items()):
+                            if isinstance(value, torch.Tensor):
+                                yield value, tensor, attr
+                            elif _is_quant_state(value):
+                                yield from _state_tensors(value, seen_states)
+            state = submodule.__dict__.get("quant_state")  # Linear4bit's reference to its weight's state
+            if _is_quant_state(state):
+                yield from _state_tensors(state, seen_states)
+
+
+def storage_bytes(modules: list[torch.nn.Module]) -> int:
+    """Bytes of the distinct storages behind these modules, quantization state included (tied or
+    shared tensors, and tensors viewing one flat buffer, count once)."""
+    seen: dict[tuple[str, int], int] = {}
+    for tensor, _, _ in _held_tensors(modules):
+        storage = tensor.untyped_storage()
+        seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
+
+
+# Every region of a flat buffer starts on this boundary, so each view keeps the alignment its
+# kernels expect (vectorised loads; inductor copies inputs that are not 16-byte aligned).
+ALIGN = 256
+
+
+def _round_up(n: int, to: int = ALIGN) -> int:
+    return -(-n // to) * to
+
+
+_WRAPPER_TYPES: dict[type, bool] = {}
+
+
+def _flat_movable(tensor: torch.Tensor) -> bool:
+    # Dense strided tensors with a real storage; wrapper subclasses (DTensor, torchao) and meta
+    # tensors go the per-tensor way.
+    cls = type(tensor)
+    wrapper = _WRAPPER_TYPES.get(cls)
+    if wrapper is None:
+        wrapper = _WRAPPER_TYPES[cls] = hasattr(cls, "__tensor_flatten__")
+    return not wrapper and tensor.layout == torch.strided and not tensor.is_meta and not tensor.is_quantized
+
+
+@dataclass
+class _Region:
+    """Bytes [lo, hi) of one source storage, copied to [offset, offset + hi - lo) of the flat buffer."""
+
+    storage: torch.UntypedStorage
+    lo: int
+    hi: int
+    offset: int = 0
+
+
+@dataclass
+class _FlatPlan:
+    regions: list[_Region]
+    # (tensor, owner, attribute, where its first element goes in the flat buffer, in bytes; -1: empty)
+    views: list[tuple[torch.Tensor, object | None, str | None, int]]
+    nbytes: int
+
+
+def _flat_plan(modules: list[torch.nn.Module]) -> _FlatPlan | None:
+    """Where every tensor of modules goes in one flat buffer; None when one cannot go there.
+
+    A tensor keeps its place relative to the other tensors of its storage (tied tensors and views
+    stay tied), but only the byte ranges tensors use are copied: the live ranges of each storage are
+    merged into regions, and the regions are laid end to end at ALIGN boundaries. A component that
+    already sits in one flat buffer is one region: one copy."""
+    held = list(_held_tensors(modules))
+    # This runs on every move, a few microseconds a tensor for thousands of tensors: kept lean.
+    extents: dict[tuple[torch.device, int], list[tuple[int, int, int]]] = {}  # storage -> (start, end, index)
+    storages: dict[tuple[torch.device, int], torch.UntypedStorage] = {}
+    for index, (tensor, _, _) in enumerate(held):
+        if not _flat_movable(tensor):
+            return None
+        numel = tensor.numel()
+        if numel == 0:
+            continue
+        storage = tensor.untyped_storage()
+        key = (tensor.device, storage.data_ptr())
+        itemsize = tensor.element_size()
+        start = tensor.storage_offset() * itemsize
+        if tensor.is_contiguous():
+            end = start + numel * itemsize
+        else:
+            end = start + (1 + sum((n - 1) * st for n, st in zip(tensor.shape, tensor.stride()))) * itemsize
+        spans = extents.get(key)
+        if spans is None:
+            spans = extents[key] = []
+            storages[key] = storage
+        spans.append((start, end, index))
+    regions: list[_Region] = []
+    placed: dict[int, tuple[_Region, int]] = {}  # index -> (region, byte offset of the tensor's start)
+    offset = 0
+    for key, spans in extents.items():
+        region = None
+        for start, end, index in sorted(spans):
+            # Tensors less than one alignment step apart share a region (the padding between the
+            # tensors of a flat buffer); a larger gap is bytes nothing uses, which are not copied.
+            if region is None or start - start % ALIGN > _round_up(region.hi):
+                if region is not None:
+                    offset += _round_up(region.hi - region.lo)
+                # Starting the region on an ALIGN boundary of the source keeps each tensor's alignment.
+                region = _Region(storages[key], start - start % ALIGN, end, offset)
+                regions.append(region)
+            region.hi = max(region.hi, end)
+            placed[index] = (region, start)
+        offset += _round_up(region.hi - region.lo)
+    views = []
+    for index, (tensor, owner, attr) in enumerate(held):
+        if index in placed:
+            region, start = placed[index]
+            views.append((tensor, owner, attr, region.offset + start - region.lo))
+        else:
+            views.append((tensor, owner, attr, -1))  # empty: no bytes to place
+    return _FlatPlan(regions, views, offset)
+
+
+class _HostBuffer:
+    """A component's host copy, kept from its first eviction on and reused by every later one.
+
+    Pinning registers exact-size host memory with CUDA (cudaHostRegister, as torch's own checkpoint
+    staging does): torch's pinned allocator rounds each block up to a power of two, which would lock
+    16 GiB for a 9 GB T5 encoder."""
+
+    def __init__(self, nbytes: int, pin: bool):
+        self.tensor = torch.empty(nbytes, dtype=torch.uint8)
+        self.pinned = False
+        if pin and nbytes:
+            status = int(torch.cuda.cudart().cudaHostRegister(self.tensor.data_ptr(), nbytes, 1))
+            self.pinned = status == 0
+            if not self.pinned:
+                _clear_cuda_error()
+                log.warning("could not pin %.1f MB of host memory (CUDA error %d)", nbytes / 1e6, status)
+
+    @property
+    def nbytes(self) -> int:
+        return self.tensor.numel()
+
+    def __del__(self):
+        # Before the memory goes back to the host allocator; views that outlive the buffer object
+        # keep their (now unpinned) memory valid.
+        if getattr(self, "pinned", False):
+            try:
+                torch.cuda.cudart().cudaHostUnregister(self.tensor.data_ptr())
+            except Exception:  # interpreter shutdown
+                pass
+
+
+def _clear_cuda_error() -> None:
+    """A failed cudaHostRegister stays as the CUDA runtime's last error, which PyTorch's next kernel
+    launch check would raise as its own; read it back through the libcudart torch loaded."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = {line.split()[-1] for line in maps if os.path.basename(line.split()[-1]).startswith("libcudart.so")}
+        for path in paths:
+            ctypes.CDLL(path).cudaGetLastError()
+    except Exception:
+        log.debug("could not clear the CUDA error state", exc_info=True)
 
 
 def _module_device(module: torch.nn.Module) -> torch.device | None:
@@ -130,20 +326,31 @@ class Component:
     last_used: int = 0
     users: dict[str, set[str]] = field(default_factory=dict)  # engine -> component names there
     configs: dict[int, str | None] = field(default_factory=dict)  # id(module) -> config digest
+    host_buffer: _HostBuffer | None = None  # where it goes when evicted (flat buffers)
+    host_bytes: int = 0  # how much of host_buffer the last eviction filled
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.primary, *self.aliases]
 
 
 class ResidencyManager:
-    def __init__(self, device: str | torch.device, budget_bytes: int, pin_host_memory: bool | None = None):
+    def __init__(
+        self,
+        device: str | torch.device,
+        budget_bytes: int,
+        pin_host_memory: bool | None = None,
+        flat_buffers: bool | None = None,
+    ):
         self.device = torch.device(device)
         self.host = torch.device("cpu")
         self.budget_bytes = int(budget_bytes)
         # Pinned host memory only pays off (and only works) with a CUDA device to copy to.
-        self.pin_host_memory = (
-            self.device.type == "cuda" and torch.cuda.is_available() if pin_host_memory is None else pin_host_memory
-        )
+        pin = self.device.type == "cuda" and torch.cuda.is_available()
+        self.pin_host_memory = pin if pin_host_memory is None else pin_host_memory
+        # Where device and host are the same memory a move is only bookkeeping; tests turn it on
+        # there to exercise the copies.
+        self.flat_buffers = self.device.type != "cpu" if flat_buffers is None else flat_buffers
+        self.last_move: dict | None = None  # what the last move did (the GPU bench reads it)
         self._components: dict[str, Component] = {}
         self._engines: dict[str, dict[str, str]] = {}  # engine -> component name -> key
         self._clock = itertools.count(1)
@@ -280,16 +487,133 @@ class ResidencyManager:
         # On a CPU-only machine freshly loaded modules count as host until activated, so the budget
         # is checked on the way in exactly as it is on a GPU.
         device = _module_device(module)
-        return self.device.type != "cpu" and device is not None and device == self.device
+        if self.device.type == "cpu" or device is None:
+            return False
+        want = self.device
+        if want.type == "cuda" and want.index is None:  # "cuda" is the current card; tensors say cuda:N
+            want = torch.device("cuda", torch.cuda.current_device())
+        return device == want
 
     def _move(self, component: Component, location: str) -> None:
+        started = time.perf_counter()
+        early = self._early_swap_in(component) if location == DEVICE else None
+        plan = self._flat_plan_for(component, location)
+        if plan is not None:
+            record = self._move_flat(component, location, plan, early)
+        else:
+            record = self._move_per_tensor(component, location)
+        component.location = location
+        record.update(key=component.key, to=location, s=time.perf_counter() - started)
+        self.last_move = record
+
+    def _flat_plan_for(self, component: Component, location: str) -> _FlatPlan | None:
+        if not self.flat_buffers:
+            return None
+        # A swap-in goes flat only from the component's own host buffer. The first placement after a
+        # load keeps one allocation per tensor: the fast path may still replace tensors (FP8
+        # conversion), and in one flat buffer the replaced bf16 bytes could not be freed.
+        if location == DEVICE and component.host_buffer is None:
+            return None
+        plan = _flat_plan(component.modules())
+        if plan is None:
+            log.info("%s holds tensors a flat buffer cannot take; moving tensor by tensor", self._describe(component))
+        return plan
+
+    def _early_swap_in(self, component: Component) -> torch.Tensor | None:
+        """Start copying the host buffer's used bytes to a new device buffer before the plan is worked
+        out: the plan (about a millisecond of Python per few hundred tensors, as long as a VAE's whole
+        copy) is then done while the bytes travel. Usually it is that same single run of bytes."""
+        if not (self.flat_buffers and component.host_buffer is not None and component.host_bytes):
+            return None
+        try:
+            early = torch.empty(component.host_bytes, dtype=torch.uint8, device=self.device)
+        except torch.OutOfMemoryError:
+            return None
+        early.copy_(component.host_buffer.tensor[: component.host_bytes], non_blocking=self.device.type == "cuda")
+        return early
+
+    def _move_flat(
+        self, component: Component, location: str, plan: _FlatPlan, early: torch.Tensor | None = None
+    ) -> dict:
+        target = self._target(location)
+        new_buffer = False
+        held = component.host_buffer
+        copies = len(plan.regions)
+        if early is not None and not (
+            len(plan.regions) == 1
+            and held is not None
+            and plan.regions[0].storage.data_ptr() == held.tensor.data_ptr()
+            and plan.regions[0].lo == 0
+            and plan.nbytes == early.numel()
+        ):
+            early = None  # the tensors moved since the last eviction: copy what the plan says
+        if location == HOST:
+            # A new buffer when it is too small, or when some tensor still reads from it (one a
+            # per-tensor swap-in left behind): copying it onto itself could overlap.
+            if (
+                held is None
+                or held.nbytes < plan.nbytes
+                or any(r.storage.data_ptr() == held.tensor.data_ptr() for r in plan.regions)
+            ):
+                component.host_buffer = None  # the old one goes before the new one is allocated
+                component.host_buffer = _HostBuffer(plan.nbytes, self.pin_host_memory and torch.cuda.is_available())
+                new_buffer = True
+            flat = component.host_buffer.tensor
+            component.host_bytes = plan.nbytes
+        elif early is not None:
+            flat = early
+            plan.regions.clear()  # already on its way
+        else:
+            try:
+                flat = torch.empty(plan.nbytes, dtype=torch.uint8, device=target)
+            except torch.OutOfMemoryError:
+                # No contiguous free block that large (fragmentation under a memory cap): the
+                # per-tensor way needs none, and the next eviction makes the component flat again.
+                log.warning("no %.1f MB block for %s; moving it tensor by tensor", plan.nbytes / 1e6, component.key)
+                return self._move_per_tensor(component, location)
+        cuda = "cuda" in (self.device.type, target.type)
+        for region in plan.regions:
+            source = torch.empty(0, dtype=torch.uint8, device=region.storage.device)
+            source.set_(region.storage, region.lo, (region.hi - region.lo,), (1,))
+            # Asynchronous both ways; device-to-host copies are waited for once below.
+            flat[region.offset : region.offset + region.hi - region.lo].copy_(source, non_blocking=cuda)
+            del source
+        as_dtype: dict[torch.dtype, torch.Tensor] = {}
+        for tensor, owner, attr, offset in plan.views:
+            if offset < 0:
+                view = torch.empty_strided(tensor.shape, tensor.stride(), dtype=tensor.dtype, device=target)
+            else:
+                base = as_dtype.get(tensor.dtype)
+                if base is None:
+                    base = as_dtype[tensor.dtype] = flat.view(tensor.dtype)
+                view = base.as_strided(tensor.shape, tensor.stride(), offset // tensor.element_size())
+            if owner is None:
+                tensor.data = view  # the same Parameter/buffer object, now over the flat buffer
+            else:
+                setattr(owner, attr, view)
+        plan.regions.clear()  # the source storages go as soon as nothing else holds them
+        if cuda and location == HOST:
+            torch.cuda.synchronize(self.device)
+        component.nbytes = plan.nbytes
+        return {
+            "path": "flat",
+            "bytes": plan.nbytes,
+            "copies": copies,
+            "early": flat is early,  # the copy began before the plan was made
+            "new_host_buffer": new_buffer,
+            "pinned": bool(component.host_buffer and component.host_buffer.pinned),
+        }
+
+    def _move_per_tensor(self, component: Component, location: str) -> dict:
         target = self._target(location)
         component.primary.to(target)
         if location == HOST and self.pin_host_memory:
             self._pin(component.primary)
         for alias in component.aliases:
             self._tie(alias, component.primary, target)
-        component.location = location
+        if location == DEVICE:  # from a flat host buffer, the padding is gone
+            component.nbytes = storage_bytes(component.modules())
+        return {"path": "per-tensor", "bytes": component.nbytes, "new_host_buffer": False, "pinned": False}
 
     @staticmethod
     def _pin(module: torch.nn.Module) -> None:
