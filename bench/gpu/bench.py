@@ -1003,6 +1003,18 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
     model_budget_s = 400.0  # no model variant starts after this, so the suite ends within ~7-8 minutes
 
     # ---- attention alone, in a child process: learn something even if the model rows fail ----
+    working: dict[str, list[tuple[float, str]]] = {}  # mode -> [(ms, loader)] that ran and were right
+    if args.skip_attention_bench:
+        log("attention microbench skipped (--skip-attention-bench): no attn= variant will run")
+    else:
+        working = _flux2_attention_microbench(args, rec)
+    free(device)
+    _flux2_fast_variants(args, rec, device, working, suite_started, model_budget_s)
+
+
+def _flux2_attention_microbench(args, rec: Recorder) -> dict[str, list[tuple[float, str]]]:
+    import traceback
+
     cmd = [sys.executable, str(HERE / "bench.py"), "--suite", "flux2-fast-attn", "--command", rec.command]
     cmd += ["--tiny"] if args.tiny else []
     cmd += ["--results", args.results] if args.results else []
@@ -1028,7 +1040,17 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
         traceback.print_exc()
         rec.row(engine="attention", mode="attention microbench (child process)", error=repr(exc)[:400])
     log(f"attention kernels that worked (mode: [(ms, loader)]): {working}")
-    free(device)
+    return working
+
+
+def _flux2_fast_variants(args, rec: Recorder, device: torch.device, working: dict, suite_started: float,
+                         model_budget_s: float) -> None:  # fmt: skip
+    """One FLUX.2 transformer step per fast-path variant, against bf16 eager and the first variant."""
+    import traceback
+    from types import SimpleNamespace
+
+    from flexy_worker import acceleration as acc
+    from flexy_worker import fp8_attention as fa
 
     # ---- one FLUX.2 transformer step ----
     width = height = 256 if args.tiny else 1024
@@ -1061,7 +1083,7 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
     inputs = flux2_inputs(transformer, device, width, height)
     ref, _ = measure(transformer, inputs, "bf16 eager (sdpa default)")
     pipe = SimpleNamespace(transformer=transformer)
-    variants = [
+    variants = [(v, "baseline" if i == 0 else None) for i, v in enumerate(args.fast_variants.split(";"))] if args.fast_variants else [
         ("fp8+compile+sdpa=cudnn", "baseline"),
         ("fp8+accum=fast+compile+sdpa=cudnn", None),
         ("fp8+attn=fp8+compile+sdpa=cudnn", None),
@@ -1070,6 +1092,7 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
         ("fp8+accum=fast+attn=int8qk+compile+sdpa=cudnn", None),
         ("fp8+accum=fast+attn=fp8qk+compile+sdpa=cudnn", None),
     ]
+    converted: str | None = None  # the FP8 granularity the weights were converted to
     for options, role in variants:
         if not compiled:
             options = options.replace("+compile", "")
@@ -1085,6 +1108,16 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
             fa.set_default_loader(min(working[attn])[1])  # the faster loader that worked for this mode
         log(f"variant {options}")
         try:
+            granularity = acc.parse_options(options).fp8
+            if converted not in (None, granularity):
+                # FP8 weights cannot be requantized with other scales: start again from bf16.
+                log(f"rebuilding the bf16 transformer for fp8={granularity}")
+                del transformer, pipe
+                torch._dynamo.reset()
+                free(device)
+                transformer = M.flux2_transformer(device, "bf16", args.tiny)
+                pipe = SimpleNamespace(transformer=transformer)
+            converted = granularity
             report = acc.apply_fast_path(pipe, acc.parse_options(options), "flux2_dev_transformer", device)
             free(device)
             with torch.inference_mode():
@@ -1210,6 +1243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compile-tiny", action="store_true", help="with --tiny, compile too")
     parser.add_argument("--device", default=None)
     parser.add_argument("--results", default=None)
+    parser.add_argument("--fast-variants", default=None,
+                        help="flux2-fast: fast-path option strings separated by ';' (the first is the baseline)")
+    parser.add_argument("--skip-attention-bench", action="store_true", help="flux2-fast: no attention microbench")
     parser.add_argument("--command", default=None, help="command string recorded in each row")
     parser.add_argument("--reps", type=int, default=5, help="timed transformer steps per mode")
     parser.add_argument("--pipe-reps", type=int, default=2, help="images per mode in the pipeline suites")

@@ -34,7 +34,7 @@ A fast path changes how an already loaded pipeline computes, never what it loads
 Configuration, one entry per engine (``*`` for every engine not named)::
 
     FLEXY_FAST_PATH="flux2_dev_4bit:fp8+compile+sdpa=cudnn,flux1_dev:compile,sd3_medium:compile"
-    FLEXY_FAST_PATH="*:fast"        # fast = fp8 + compile + sdpa=cudnn where FP8 exists, else compile
+    FLEXY_FAST_PATH="*:fast"        # fast = fp8 + accum=fast + compile + sdpa=cudnn where FP8 exists, else compile
     FLEXY_FAST_PATH="flux2_dev_4bit:fp8+accum=fast+attn=int8+compile+sdpa=cudnn"
 
 The worker applies the engine's fast path once after loading (``apply_fast_path``), then runs a
@@ -82,7 +82,7 @@ class FastPath:
     step_cache: float | None = None  # First-Block-Cache threshold
     compile_mode: str | None = None  # torch.compile mode (None: default)
     fast: bool = False  # the "fast" preset, resolved against the device in resolve()
-    fast_accum: bool = False  # FP8 GEMMs with use_fast_accum (accum=fast)
+    fast_accum: bool | None = None  # FP8 GEMMs with use_fast_accum (accum=fast); None: the preset decides
     bias_fused: bool = False  # FP8 GEMMs add the bias in their epilogue (bias=fused)
     attention: str | None = None  # None | a mode of fp8_attention.MODES (attn=fp8 ...)
 
@@ -114,13 +114,15 @@ class FastPath:
         path = self
         if path.fast:
             fp8 = fp8_supported(device)
+            # Fast accumulation measured 7 % faster on the FLUX.2 step with no change in its error (H200).
             path = replace(path, fast=False, compile=True, fp8=path.fp8 or ("row" if fp8 else None),
+                           fast_accum=path.fast_accum if path.fast_accum is not None else (True if fp8 else None),
                            sdpa=path.sdpa or ("cudnn" if _is_cuda(device) else None))  # fmt: skip
         if path.fp8 and not fp8_supported(device):
             log.warning("fp8 fast path asked for, but %s has no FP8 tensor cores: ignored", device)
             path = replace(path, fp8=None)
-        if not path.fp8 and (path.fast_accum or path.bias_fused):
-            path = replace(path, fast_accum=False, bias_fused=False)  # options of the FP8 GEMMs only
+        if not path.fp8 and (path.fast_accum is not None or path.bias_fused):
+            path = replace(path, fast_accum=None, bias_fused=False)  # options of the FP8 GEMMs only
         if path.attention and not fp8_attention_available(device):
             log.warning("attn=%s asked for, but %s has no FP8 tensor cores or no Triton: ignored", path.attention, device)
             path = replace(path, attention=None)

@@ -41,7 +41,7 @@ def test_parse_gemm_and_attention_options():
     assert acc.parse_options(path.describe()) == path  # describe() round-trips
     assert acc.parse_options("attn=fp8qk").attention == "fp8qk" and acc.parse_options("attn=fp8qk").enabled()
     assert acc.parse_options("attn=cudnn") == acc.FastPath(sdpa="cudnn")  # attn= still names SDPA backends
-    assert acc.parse_options("accum=exact+bias=add") == acc.FastPath()
+    assert acc.parse_options("accum=exact+bias=add") == acc.FastPath(fast_accum=False)
     assert acc.fast_path_for("flux2_dev_4bit", {acc.FAST_PATH_ENV: "flux2_dev_4bit:fp8+attn=fp8"}).attention == "fp8"
 
 
@@ -49,6 +49,16 @@ def test_parse_gemm_and_attention_options():
 def test_parse_rejects_bad_gemm_and_attention_options(bad):
     with pytest.raises(ValueError):
         acc.parse_options(bad)
+
+
+def test_fast_preset_takes_fast_accumulation_on_fp8_cards_unless_told_otherwise(monkeypatch):
+    monkeypatch.setattr(acc, "fp8_supported", lambda device: True)
+    monkeypatch.setattr(acc, "_is_cuda", lambda device: True)
+    preset = acc.parse_options("fast").resolve("cuda")
+    assert preset == acc.FastPath(compile=True, fp8="row", fast_accum=True, sdpa="cudnn")
+    assert acc.parse_options("fast+accum=exact").resolve("cuda").fast_accum is False
+    monkeypatch.setattr(acc, "fp8_supported", lambda device: False)
+    assert acc.parse_options("fast").resolve("cuda") == acc.FastPath(compile=True, sdpa="cudnn")
 
 
 def test_resolve_drops_gemm_and_attention_options_without_fp8():
