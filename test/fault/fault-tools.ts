@@ -16,6 +16,7 @@ import { api, manage, ROOT, startStack, stopProcess, type ManagedProcess, type S
 export const FAST_SUPERVISOR_ENV: NodeJS.ProcessEnv = {
   WORKER_HEARTBEAT_INTERVAL_MS: '500',
   WORKER_HEARTBEAT_TIMEOUT_MS: '3000',
+  WORKER_STALL_TIMEOUT_MS: '6000',
   WORKER_KILL_GRACE_MS: '1000',
   WORKER_HEALTHY_AFTER_MS: '10000',
   SUPERVISOR_GRACE_MS: '3000',

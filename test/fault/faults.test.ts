@@ -39,6 +39,7 @@ const FILE = 'faults';
 const HEARTBEAT_TIMEOUT_MS = Number(FAST_SUPERVISOR_ENV.WORKER_HEARTBEAT_TIMEOUT_MS);
 const HEARTBEAT_INTERVAL_MS = Number(FAST_SUPERVISOR_ENV.WORKER_HEARTBEAT_INTERVAL_MS);
 const GRACE_MS = Number(FAST_SUPERVISOR_ENV.SUPERVISOR_GRACE_MS);
+const STALL_TIMEOUT_MS = Number(FAST_SUPERVISOR_ENV.WORKER_STALL_TIMEOUT_MS);
 /** A few seconds of steps: a kill at step 2 lands mid-run. */
 const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
 
@@ -53,6 +54,7 @@ beforeAll(async () => {
     FLEXY_FAULT_EXIT_ON_JOB: 'exit-zero-now:0',
     FLEXY_FAULT_OOM_ON_JOB: 'oom-me-now',
     FLEXY_FAULT_CUDA_FATAL_ON_JOB: 'poison-cuda-now',
+    FLEXY_FAULT_HANG_ON_JOB: 'hang-in-kernel',
   });
 }, 300_000);
 
@@ -163,6 +165,28 @@ describe('worker faults (host-a)', () => {
     expect(g.status).toBe('succeeded');
     expect((await expectOneResult(id)).attempts).toBe(2);
     measure(FILE, { scenario: '2. SIGSTOP the worker', outcome: `silent worker stopped (SIGTERM, then SIGKILL) within the ${HEARTBEAT_TIMEOUT_MS} ms window, restarted; job retried and succeeded`, detectionMs: at - t0, recoveryMs: doneAt - t0, jobsLost: 0 });
+  });
+
+  it('2b. a hang inside a step (pongs keep coming, steps stop): caught by WORKER_STALL_TIMEOUT_MS, restarted; the next job succeeds', async () => {
+    const pid = workerPid(sup)!;
+    const heartbeatKills = linesMatching(sup, /missed heartbeats/).length;
+    const hung = nextLine(sup, /fault injection: hanging inside a step/, 60_000);
+    // One attempt: the fault fires on every run of this prompt.
+    const id = await enqueue(stack, { ...TINY, steps: 4, prompt: 'hang-in-kernel' }, 1);
+    const detected = nextLine(sup, new RegExp(`stopping: no step of job ${id} for \\d+ ms \\(hung inside step 2\\)`), 60_000);
+    const [{ at: t0 }, { at }] = await Promise.all([hung, detected]);
+    // Heartbeats alone never fire here: the worker keeps answering pings while its step hangs.
+    expect(linesMatching(sup, /missed heartbeats/)).toHaveLength(heartbeatKills);
+    expect(at - t0).toBeGreaterThanOrEqual(STALL_TIMEOUT_MS - 1000);
+    expect(at - t0).toBeLessThanOrEqual(STALL_TIMEOUT_MS + HEARTBEAT_INTERVAL_MS + 2000);
+    const g = await finished(stack, id);
+    expect(g.status).toBe('failed');
+    expect(g.error.code).toBe('worker_lost');
+    expect(g.error.message).toMatch(/no step of job .* \(hung inside step 2\)/);
+    await poll('the hung worker to be gone', async () => !isAlive(pid), 10_000);
+    await waitForRestartedWorker(sup, pid);
+    await expectServing(stack, 'hang');
+    measure(FILE, { scenario: '2b. hang inside a step', outcome: `no step for ${STALL_TIMEOUT_MS} ms while pongs kept coming: worker stopped and restarted; job failed \`worker_lost\` (one attempt allowed); next job succeeded`, detectionMs: at - t0, recoveryMs: Date.now() - t0, jobsLost: 0 });
   });
 
   it('3a. worker exits 0 mid-job: the job fails with that reason; the next job succeeds', async () => {

@@ -35,8 +35,8 @@ through the same classification path as a real error:
 * ``FLEXY_FAULT_OOM_ON_JOB=<substring>``: raises ``torch.cuda.OutOfMemoryError``;
 * ``FLEXY_FAULT_CUDA_FATAL_ON_JOB=<substring>``: raises
   ``RuntimeError('CUDA error: an illegal memory access was encountered')``;
-* ``FLEXY_FAULT_HANG_ON_JOB=<substring>``: sleeps forever inside the step (a hung kernel: pongs keep
-  coming, ``last_progress_at`` stops moving);
+* ``FLEXY_FAULT_HANG_ON_JOB=<substring>``: sleeps forever inside the second step, after the first
+  was reported (a hung kernel mid-denoise: pongs keep coming, ``last_progress_at`` stops moving);
 * ``FLEXY_FAULT_EXIT_ON_JOB=<substring>:<code|SIGNAME>``: exits mid-job with that code, or kills itself
   with that signal (e.g. ``SIGSEGV``), without sending a result;
 * ``FLEXY_FAULT_OOM_ON_PRELOAD=<engine id>``: loading that engine of the preload set raises
@@ -155,15 +155,16 @@ class Faults:
 
             raise torch.cuda.OutOfMemoryError(f"CUDA out of memory while loading {engine} (injected fault)")
 
-    def fire(self, prompt: str) -> None:
-        """Called inside a step: raises, hangs or exits when the prompt matches a configured fault."""
+    def fire(self, prompt: str, step: int = 1) -> None:
+        """Called inside each step (1-based): raises, hangs or exits when the prompt matches a configured
+        fault. All fire at the first step except the hang, which waits for the second."""
         if self.oom and self.oom in prompt:
             import torch
 
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
         if self.cuda_fatal and self.cuda_fatal in prompt:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
-        if self.hang and self.hang in prompt:
+        if self.hang and self.hang in prompt and step >= 2:
             log.warning("fault injection: hanging inside a step")
             while True:
                 time.sleep(3600)
@@ -487,7 +488,7 @@ class Worker:
 
         def on_step(event: Any) -> None:
             nonlocal first_step
-            self.faults.fire(msg.prompt)
+            self.faults.fire(msg.prompt, int(event.step))
             self.last_progress_at = _now_ms()
             if first_step:  # the engine is loaded by now: let pongs show it
                 first_step = False

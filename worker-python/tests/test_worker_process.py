@@ -507,3 +507,5 @@ def test_fault_variables_are_parsed():
     Faults.from_env({}).fire("anything [oom]")  # nothing armed: a no-op
     with pytest.raises(RuntimeError, match="illegal memory access"):
         Faults(cuda_fatal="[x]").fire("a [x] b")
+    # The hang waits for the second step, so the first step's progress reaches the supervisor.
+    Faults(hang="[h]").fire("a [h] b", step=1)

@@ -22,6 +22,8 @@ export interface AppConfig {
   workerPreload: string[];
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /** A running job with no new step for this long (after its first) has its worker restarted. */
+  workerStallTimeoutMs: number;
   /** How long a worker being stopped (hang, deadline) gets between SIGTERM and SIGKILL. */
   workerKillGraceMs: number;
   /** A worker that served this long after its canary has its restart backoff reset. */
@@ -78,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerPreload: (env.WORKER_PRELOAD || '').split(',').filter(Boolean),
     heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
     heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
+    workerStallTimeoutMs: int(env, 'WORKER_STALL_TIMEOUT_MS', 120_000),
     workerKillGraceMs: int(env, 'WORKER_KILL_GRACE_MS', 3000),
     workerHealthyAfterMs: int(env, 'WORKER_HEALTHY_AFTER_MS', 60_000),
     supervisorGraceMs: int(env, 'SUPERVISOR_GRACE_MS', 20_000),

@@ -218,6 +218,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       },
       heartbeatIntervalMs: c.heartbeatIntervalMs,
       heartbeatTimeoutMs: c.heartbeatTimeoutMs,
+      stallTimeoutMs: c.workerStallTimeoutMs,
       killGraceMs: c.workerKillGraceMs,
       startTimeoutMs: 600_000,
     });

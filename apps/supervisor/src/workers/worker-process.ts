@@ -27,6 +27,11 @@ export interface WorkerProcessOptions {
   env: Record<string, string | undefined>;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
+  /**
+   * A job that reported a step and then none for this long is hung inside a step (a CUDA kernel that
+   * never returns): pongs keep coming from the worker's reader thread, so heartbeats cannot see it.
+   */
+  stallTimeoutMs: number;
   /** Between SIGTERM and SIGKILL when the worker is stopped for a hang or a missed deadline. */
   killGraceMs: number;
   /** How long `start` waits for `ready` (the preload set can be large). */
@@ -218,6 +223,14 @@ export class WorkerProcess extends EventEmitter {
     this.send({ type: 'ping', seq: ++this.pingSeq });
   }
 
+  /** Judged from the worker's own clock of its last step, once the job has shown at least one. */
+  private checkStall(pong: PongMessage): void {
+    const job = this.currentJob;
+    if (!job || job.step === 0 || pong.busy_job_id !== job.id || pong.last_progress_at === null) return;
+    const quietFor = Date.now() - pong.last_progress_at;
+    if (quietFor > this.options.stallTimeoutMs) this.kill(`no step of job ${job.id} for ${quietFor} ms (hung inside step ${job.step + 1})`);
+  }
+
   private onStdout(chunk: Buffer): void {
     let frames: Frame[];
     try {
@@ -240,6 +253,7 @@ export class WorkerProcess extends EventEmitter {
         return;
       case 'pong':
         this.residency = (msg as PongMessage).residency;
+        this.checkStall(msg as PongMessage);
         return;
       case 'progress':
         if (this.pending?.jobId !== msg.job_id) return;
