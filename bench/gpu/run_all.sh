@@ -2,12 +2,12 @@
 # GPU benchmarks of the worker on the real architectures (random weights). One command:
 #
 #   bash bench/gpu/run_all.sh                 # every suite, about 30 minutes on one H100/H200
-#   bash bench/gpu/run_all.sh flux2-step      # one suite: flux2-step | pipe-flux2 | pipe-others | residency
+#   bash bench/gpu/run_all.sh flux2-step      # one suite: flux2-step | flux2-fast | pipe-flux2 | pipe-others | residency
 #
 # Needs one CUDA GPU with >= 80 GB (an H100 80GB or H200; FLUX.2 in bf16 is 64 GB of weights), and
 # Python with torch 2.11, diffusers 0.42.1, transformers 5.x, accelerate and bitsandbytes 0.50: the
-# worker's own environment (worker-python, `uv sync`) is used when uv is present; otherwise
-# $PYTHON (default python3). Wheels in ./.whl are installed into /tmp/site first, for machines
+# worker's own environment (worker-python/.venv, from `uv sync`) when it exists; otherwise $PYTHON
+# (default python3). Wheels in ./.whl are installed into /tmp/site first, for machines
 # without network. Rows are appended to bench/results/gpu.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,8 +17,10 @@ if [[ -d .whl ]] && ls .whl/*.whl >/dev/null 2>&1; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 if [[ -z "${PYTHON:-}" ]]; then
-  if command -v uv >/dev/null 2>&1 && [[ -f worker-python/uv.lock ]]; then
-    PYTHON="uv run --project worker-python --frozen python"
+  # The worker's own environment when it exists (`uv sync --project worker-python`); never an
+  # implicit `uv run`, which would try to download the environment on a machine without network.
+  if [[ -x worker-python/.venv/bin/python ]]; then
+    PYTHON=worker-python/.venv/bin/python
   else
     PYTHON=python3
   fi
