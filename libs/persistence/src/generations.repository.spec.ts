@@ -93,6 +93,13 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
     expect(await repo.findById(again[0].id)).toBeNull();
   });
 
+  it('records the largest batch (1,000 items) in one statement', async () => {
+    const items = Array.from({ length: 1000 }, (_, i) => request({ origin: 'batch', seed: i }));
+    await repo.createMany(items);
+    const stored = await prisma.client.generation.findMany({ where: { id: { in: items.map((g) => g.id) } }, select: { seed: true } });
+    expect(stored.map((g) => Number(g.seed)).sort((a, b) => a - b)).toEqual(items.map((_, i) => i));
+  });
+
   it('rejects a seed outside 0…2^32-1 before touching the database', async () => {
     const input = request({ seed: 2 ** 32 });
     await expect(repo.create(input)).rejects.toThrow(RangeError);
