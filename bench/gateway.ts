@@ -5,10 +5,10 @@
  *   npm run bench:gateway
  */
 import autocannon from 'autocannon';
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { availableParallelism, cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { freePort, manage, ROOT, startStack, stopProcess } from '../test/support/stack';
+import { recordResult } from './support/record-result';
 
 const DURATION_S = Number(process.env.BENCH_DURATION_S || 15);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS || 32);
@@ -66,15 +66,8 @@ async function main(): Promise<void> {
     ratio_to_bare: Math.round((gatewayResult.requests_per_s / bareResult.requests_per_s) * 1000) / 1000,
     connections: CONNECTIONS,
     duration_s: DURATION_S,
-    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
-    date: new Date().toISOString(),
-    command: 'npm run bench:gateway',
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'gateway.json'), JSON.stringify(result, null, 2) + '\n');
-  appendFileSync(join(dir, 'gateway.jsonl'), JSON.stringify(result) + '\n');
-  console.log(JSON.stringify(result, null, 2));
+  recordResult('gateway', result, 'npm run bench:gateway');
 }
 
 main().catch((err) => {

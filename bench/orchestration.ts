@@ -6,10 +6,8 @@
  *
  *   npm run bench:orchestration [-- --jobs 60]
  */
-import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
-import { join } from 'node:path';
-import { ROOT, startStack } from '../test/support/stack';
+import { startStack } from '../test/support/stack';
+import { recordResult } from './support/record-result';
 
 const args = process.argv.slice(2);
 const JOBS = Number(args[args.indexOf('--jobs') + 1] || 60);
@@ -55,15 +53,8 @@ async function main(): Promise<void> {
     end_to_end_ms: { p50: percentile(sort(endToEnd), 50), p95: percentile(sort(endToEnd), 95) },
     worker_pipeline_ms: { p50: percentile(sort(pipeline), 50) },
     request: REQUEST,
-    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
-    date: new Date().toISOString(),
-    command: 'npm run bench:orchestration',
   };
-  const dir = join(ROOT, 'bench/results');
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'orchestration.json'), JSON.stringify(result, null, 2) + '\n');
-  appendFileSync(join(dir, 'orchestration.jsonl'), JSON.stringify(result) + '\n');
-  console.log(JSON.stringify(result, null, 2));
+  recordResult('orchestration', result, 'npm run bench:orchestration');
 }
 
 main().catch((err) => {
