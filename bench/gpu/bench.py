@@ -990,7 +990,8 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
     flexy_worker.fp8_attention at FLUX.2's shape. Then one FLUX.2 transformer step at 1024x1024:
     bf16 eager (the reference output), the fast path as it is (fp8 + compile + sdpa=cudnn: the
     same-run baseline), + accum=fast, + attn=fp8, both, and the int8/bf16 variants of the attention
-    (only the modes that worked in the microbench). The model is converted to FP8 once; each variant
+    (only the modes that worked in the microbench); --fast-variants names other variants instead. The
+    model is converted to FP8 once per granularity (rebuilt from bf16 when it changes); each variant
     goes through acceleration.apply_fast_path (which drops the compiled code and recompiles).
     Every variant records a row or an error row."""
     import traceback
