@@ -1,4 +1,5 @@
 import type Redis from 'ioredis';
+import { TERMINAL_STATUSES } from './generation';
 
 /**
  * The live events of one generation, as clients see them on `/v1/generations/:id/events`. They are
@@ -14,7 +15,8 @@ export type GenerationEvent =
   | { type: 'failed'; error: { code: string; message: string; field: string | null } }
   | { type: 'cancelled' };
 
-export const TERMINAL_EVENT_TYPES: ReadonlySet<GenerationEvent['type']> = new Set(['succeeded', 'failed', 'cancelled']);
+/** The events that end a stream are named after the terminal statuses. */
+export const TERMINAL_EVENT_TYPES: ReadonlySet<GenerationEvent['type']> = new Set(TERMINAL_STATUSES);
 
 /** Events outlive the job by this long; after that the record in the database answers instead. */
 const EVENTS_TTL_S = 3600;

@@ -1,4 +1,5 @@
 export * from './events';
+export * from './generation';
 export * from './jobs';
 export * from './parse-job';
 export * from './quota-keys';
