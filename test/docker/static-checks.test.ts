@@ -112,6 +112,19 @@ describe('docker compose config', () => {
     expect(gpu.status).not.toBe(0);
     expect(gpu.stderr).toContain('REDIS_URL');
     expect(gpu.stderr).toContain('IMAGES_SOURCE');
+    expect(main.stderr).toContain('WEBHOOK_SECRET');
+    expect(gpu.stderr).toContain('WEBHOOK_SECRET');
+  });
+
+  it('passes WEBHOOK_SECRET (32 bytes or more in the examples) and the private-target setting to the gateway and every supervisor', () => {
+    for (const example of [MAIN_ENV, GPU_ENV]) expect(Buffer.byteLength(example.WEBHOOK_SECRET ?? '')).toBeGreaterThanOrEqual(32);
+    const main = resolved('compose.yaml', MAIN_ENV).services;
+    const gpu = resolved('compose.gpu-host.yaml', GPU_ENV).services;
+    for (const service of [main.gateway, main.supervisor, gpu.supervisor]) {
+      expect(service.environment.WEBHOOK_SECRET).toBe(MAIN_ENV.WEBHOOK_SECRET);
+      expect(service.environment.WEBHOOK_ALLOW_PRIVATE).toBe('false');
+    }
+    expect(resolved('compose.yaml', { ...MAIN_ENV, WEBHOOK_ALLOW_PRIVATE: 'true' }).services.supervisor.environment.WEBHOOK_ALLOW_PRIVATE).toBe('true');
   });
 
   it('runs Redis with a password, AOF fsynced every second, and noeviction', () => {

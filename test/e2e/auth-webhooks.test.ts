@@ -19,8 +19,28 @@ function createKey(name: string, rate: number, concurrency: number): { id: strin
 }
 
 beforeAll(async () => {
-  stack = await startStack({ env: { AUTH_MODE: 'keys', WEBHOOK_SECRET } });
+  // The receivers below listen on loopback: an on-premises target the operator allows explicitly.
+  stack = await startStack({ env: { AUTH_MODE: 'keys', WEBHOOK_SECRET, WEBHOOK_ALLOW_PRIVATE: 'true' } });
 });
+
+type DeliveryRow = { attempt: number; statusCode: number | null; error: string | null; deliveredAt: unknown };
+
+/** The recorded attempts of a generation's webhook, once there are at least `count` of them. */
+async function deliveries(generationId: string, count: number, timeoutMs = 30_000): Promise<DeliveryRow[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const db = new Database(join(stack.dataDir, 'flexyface.db'), { readonly: true });
+    let rows: DeliveryRow[];
+    try {
+      rows = db.prepare('SELECT attempt, statusCode, error, deliveredAt FROM "WebhookDelivery" WHERE generationId = ? ORDER BY attempt').all(generationId) as DeliveryRow[];
+    } finally {
+      db.close();
+    }
+    if (rows.length >= count) return rows;
+    if (Date.now() > deadline) throw new Error(`${rows.length} of ${count} webhook attempts recorded for ${generationId} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 afterAll(async () => {
   await stack?.stop();
 });
@@ -103,14 +123,41 @@ describe('webhooks', () => {
       expect(createHmac('sha256', WEBHOOK_SECRET).update(`${t}.${body}`).digest('hex')).toBe(v1);
       expect(JSON.parse(body)).toMatchObject({ type: 'generation.succeeded', generation: { id: res.json.id, status: 'succeeded' } });
     }
-    await new Promise((r) => setTimeout(r, 300));
-    const db = new Database(join(stack.dataDir, 'flexyface.db'), { readonly: true });
+    const rows = await deliveries(res.json.id, 2);
+    expect(rows.map((r) => [r.attempt, r.statusCode])).toEqual([[1, 500], [2, 204]]);
+    expect(rows[1].deliveredAt).not.toBeNull();
+  });
+
+  it('does not follow a redirect: the 302 is a failed attempt and its target is never contacted', async () => {
+    const targetHits: string[] = [];
+    const target = createServer((req, res) => {
+      targetHits.push(String(req.url));
+      res.writeHead(204).end();
+    });
+    await new Promise<void>((r) => target.listen(0, '127.0.0.1', () => r()));
+    const redirectHits: string[] = [];
+    const redirect = createServer((req, res) => {
+      redirectHits.push(String(req.url));
+      res.writeHead(302, { location: `http://127.0.0.1:${(target.address() as { port: number }).port}/stolen` }).end();
+    });
+    await new Promise<void>((r) => redirect.listen(0, '127.0.0.1', () => r()));
     try {
-      const rows = db.prepare('SELECT attempt, statusCode, deliveredAt FROM "WebhookDelivery" WHERE generationId = ? ORDER BY attempt').all(res.json.id) as Array<{ attempt: number; statusCode: number; deliveredAt: unknown }>;
-      expect(rows.map((r) => [r.attempt, r.statusCode])).toEqual([[1, 500], [2, 204]]);
-      expect(rows[1].deliveredAt).not.toBeNull();
+      const { key } = createKey('redirected', 100, 10);
+      const webhook_url = `http://127.0.0.1:${(redirect.address() as { port: number }).port}/hook`;
+      const res = await api(stack, 'POST', '/v1/generations', { prompt: 'redirect me', engine: 'sd3_medium', seed: 3, steps: 1, width: 64, height: 64, webhook_url }, { authorization: `Bearer ${key}` });
+      expect(res.status).toBe(202);
+      const [first] = await deliveries(res.json.id, 1, 60_000);
+      expect(first).toEqual({ attempt: 1, statusCode: 302, error: 'answered 302; redirects are not followed', deliveredAt: null });
+      // The retry comes a second later and is refused the same way: the target still has no hit.
+      const [, second] = await deliveries(res.json.id, 2);
+      expect(second).toMatchObject({ attempt: 2, statusCode: 302, deliveredAt: null });
+      expect(redirectHits.length).toBeGreaterThanOrEqual(2);
+      expect(new Set(redirectHits)).toEqual(new Set(['/hook']));
+      expect(targetHits).toEqual([]);
     } finally {
-      db.close();
+      redirect.closeAllConnections();
+      target.closeAllConnections();
+      await Promise.all([new Promise((r) => redirect.close(r)), new Promise((r) => target.close(r))]);
     }
   });
 

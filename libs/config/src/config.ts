@@ -38,8 +38,10 @@ export interface AppConfig {
   syncWaitMs: number;
   /** Anonymous calls allowed: only on loopback (the embedded default), and it says so at start. */
   openAccess: boolean;
-  /** Secret that signs webhook deliveries (HMAC-SHA256). */
+  /** Secret that signs webhook deliveries (HMAC-SHA256); at least 32 bytes off loopback. */
   webhookSecret: string;
+  /** Webhooks may go to loopback, private, CGNAT and unique-local addresses (on-premises receivers). */
+  webhookAllowPrivate: boolean;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -56,7 +58,29 @@ function path(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
   return isAbsolute(raw) ? raw : resolve(REPO_ROOT, raw);
 }
 
+function bool(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw !== 'true' && raw !== 'false') throw new Error(`${name} must be "true" or "false", got "${raw}"`);
+  return raw === 'true';
+}
+
 const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
+const MIN_WEBHOOK_SECRET_BYTES = 32;
+
+/**
+ * The public development secret would let anyone forge deliveries, so it stays on loopback. The
+ * supervisor listens nowhere: a Redis beyond loopback says it serves a deployment all the same.
+ */
+function webhookSecret(env: NodeJS.ProcessEnv, host: string, redisUrl: string): string {
+  const secret = env.WEBHOOK_SECRET ?? '';
+  const redisHost = URL.canParse(redisUrl) ? new URL(redisUrl).hostname.replace(/^\[|\]$/g, '') : '';
+  const offLoopback = !LOOPBACK.has(host) ? `HOST is ${host}` : redisHost && !LOOPBACK.has(redisHost) ? `REDIS_URL is on ${redisHost}` : null;
+  if (offLoopback && Buffer.byteLength(secret) < MIN_WEBHOOK_SECRET_BYTES) {
+    throw new Error(`WEBHOOK_SECRET must be set to at least ${MIN_WEBHOOK_SECRET_BYTES} bytes off loopback (${offLoopback}); e.g. openssl rand -hex 32`);
+  }
+  return secret || 'flexyface-dev-webhook-secret';
+}
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const dataDir = path(env, 'DATA_DIR', join(REPO_ROOT, '.data'));
@@ -65,11 +89,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
   const authMode = env.AUTH_MODE || (LOOPBACK.has(host) ? 'open' : 'keys');
   if (authMode !== 'open' && authMode !== 'keys') throw new Error(`AUTH_MODE must be "open" or "keys", got "${authMode}"`);
   if (authMode === 'open' && !LOOPBACK.has(host)) throw new Error(`AUTH_MODE=open is only allowed on a loopback HOST, not ${host}`);
+  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
   return {
     host,
     port: int(env, 'PORT', 3000),
     gatewayProcesses: env.GATEWAY_PROCESSES === 'auto' ? availableParallelism() : Math.max(1, int(env, 'GATEWAY_PROCESSES', 1)),
-    redisUrl: env.REDIS_URL || 'redis://127.0.0.1:6379',
+    redisUrl,
     databaseUrl: env.DATABASE_URL || `file:${join(dataDir, 'flexyface.db')}`,
     dataDir,
     imagesDir: path(env, 'IMAGES_DIR', join(dataDir, 'images')),
@@ -88,7 +113,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     queueStalledIntervalMs: int(env, 'QUEUE_STALLED_INTERVAL_MS', 15_000),
     syncWaitMs: int(env, 'SYNC_WAIT_MS', 300_000),
     openAccess: authMode === 'open',
-    webhookSecret: env.WEBHOOK_SECRET || 'flexyface-dev-webhook-secret',
+    webhookSecret: webhookSecret(env, host, redisUrl),
+    webhookAllowPrivate: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
   };
 }
 

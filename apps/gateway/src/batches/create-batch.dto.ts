@@ -11,11 +11,11 @@ import {
   IsNumber,
   IsOptional,
   IsString,
-  IsUrl,
   Max,
   MaxLength,
   Min,
 } from 'class-validator';
+import { IsWebhookTarget } from '../common/webhook-url.validator';
 
 export const MAX_BATCH_ITEMS = 1000;
 
@@ -53,8 +53,10 @@ export class CreateBatchDto {
   @ApiPropertyOptional() @IsOptional() @IsInt() height?: number;
   @ApiPropertyOptional() @IsOptional() @IsString() negative_prompt?: string;
 
-  @ApiPropertyOptional({ description: 'Notified for each item as it ends.' })
+  @ApiPropertyOptional({ description: 'Notified for each item as it ends; public http(s) targets only, as for a generation.', maxLength: 2000 })
   @IsOptional()
-  @IsUrl({ protocols: ['http', 'https'], require_protocol: true, require_tld: false }, { message: 'webhook_url must be an http(s) URL' })
+  @IsString()
+  @MaxLength(2000)
+  @IsWebhookTarget()
   webhook_url?: string;
 }

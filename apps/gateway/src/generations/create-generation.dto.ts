@@ -1,6 +1,7 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
-import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, IsUrl, Matches, Max, MaxLength, Min } from 'class-validator';
+import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
+import { IsWebhookTarget } from '../common/webhook-url.validator';
 import { WithinEngineLimits } from './engine-limits.validator';
 
 const MAX_SEED = 0xffffffff;
@@ -60,10 +61,15 @@ export class CreateGenerationDto {
   @WithinEngineLimits('num_images')
   num_images?: number;
 
-  @ApiPropertyOptional({ description: 'Receives a signed POST (X-FlexyFace-Signature) when the generation ends.', example: 'https://example.com/hooks/flexyface' })
+  @ApiPropertyOptional({
+    description: 'Receives a signed POST (X-FlexyFace-Signature) when the generation ends. Public http(s) targets only: loopback, private, link-local and metadata addresses are refused, also behind a host name.',
+    example: 'https://example.com/hooks/flexyface',
+    maxLength: 2000,
+  })
   @IsOptional()
-  @IsUrl({ protocols: ['http', 'https'], require_protocol: true, require_tld: false }, { message: 'webhook_url must be an http(s) URL' })
+  @IsString()
   @MaxLength(2000)
+  @IsWebhookTarget()
   webhook_url?: string;
 
   @ApiPropertyOptional({

@@ -2,11 +2,10 @@ import { Inject, Injectable, Logger } from '@nestjs/common';
 import { JobName, type WebhookJobPayload, type WebhookJobResult } from '@flexy/contracts';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
 import { PrismaService } from '@flexy/persistence';
-import type { Job } from 'bullmq';
+import { deliverWebhook, WebhookTargetRefused } from '@flexy/webhooks';
+import { UnrecoverableError, type Job } from 'bullmq';
 import { createHmac, randomUUID } from 'node:crypto';
 import { OnJob } from '../jobs/on-job.decorator';
-
-const TIMEOUT_MS = 10_000;
 
 /** `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`: receivers recompute it and check the age. */
 export function signWebhook(secret: string, timestamp: number, body: string): string {
@@ -14,8 +13,10 @@ export function signWebhook(secret: string, timestamp: number, body: string): st
 }
 
 /**
- * Delivers one webhook: a signed POST with the generation's outcome. A non-2xx answer or a network
- * error throws, so the queue retries with backoff; every attempt is recorded.
+ * Delivers one webhook: a signed POST with the generation's outcome. A non-2xx answer (a redirect
+ * included: it is not followed) or a network error throws, so the queue retries with backoff; a
+ * target the outbound policy refuses (@flexy/webhooks, checked again before every attempt) fails
+ * the job at once. Every attempt is recorded.
  */
 @Injectable()
 export class WebhookHandler {
@@ -47,23 +48,21 @@ export class WebhookHandler {
     const attempt = job.attemptsMade + 1;
     let statusCode: number | null = null;
     let error: string | null = null;
+    let refused = false;
     try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'user-agent': 'FlexyFace-Webhooks/1',
-          'x-flexyface-signature': signWebhook(this.config.webhookSecret, timestamp, body),
-          'x-flexyface-delivery': `${generationId}:${attempt}`,
-        },
-        body,
-        signal: AbortSignal.timeout(TIMEOUT_MS),
-        redirect: 'manual',
-      });
-      statusCode = res.status;
-      if (res.status < 200 || res.status >= 300) error = `answered ${res.status}`;
+      const headers = {
+        'content-type': 'application/json',
+        'user-agent': 'FlexyFace-Webhooks/1',
+        'x-flexyface-signature': signWebhook(this.config.webhookSecret, timestamp, body),
+        'x-flexyface-delivery': `${generationId}:${attempt}`,
+      };
+      const res = await deliverWebhook(url, { headers, body }, { allowPrivate: this.config.webhookAllowPrivate });
+      statusCode = res.statusCode;
+      if (statusCode >= 300 && statusCode < 400) error = `answered ${statusCode}; redirects are not followed`;
+      else if (statusCode < 200 || statusCode >= 300) error = `answered ${statusCode}`;
     } catch (err) {
-      error = (err as Error).message;
+      refused = err instanceof WebhookTargetRefused;
+      error = refused ? `target refused: ${(err as Error).message}` : (err as Error).message;
     }
     await this.prisma.client.webhookDelivery.upsert({
       where: { generationId_attempt: { generationId, attempt } },
@@ -72,7 +71,8 @@ export class WebhookHandler {
     });
     if (error) {
       this.logger.warn(`webhook for ${generationId} attempt ${attempt}: ${error}`);
-      throw new Error(error);
+      // The policy gives the same answer next time: no retries.
+      throw refused ? new UnrecoverableError(error) : new Error(error);
     }
     return { statusCode: statusCode! };
   }

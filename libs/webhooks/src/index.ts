@@ -1,0 +1,3 @@
+export * from './address-policy';
+export * from './webhook-target';
+export * from './deliver';
