@@ -91,33 +91,43 @@ def _generator(device: torch.device, seed: int, name: str) -> torch.Generator:
     return g
 
 
+def random_tensor(module: nn.Module, pname: str, full_name: str, shape, dtype: torch.dtype, device: torch.device,
+                  seed: int) -> torch.Tensor:
+    """Seeded values for parameter pname of module (full_name in the model), made on device."""
+    fan_in = None
+    weight = module._parameters.get("weight") if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) else None
+    if weight is not None:
+        fan_in = math.prod(weight.shape[1:]) if weight.ndim > 1 else None
+    if fan_in is None and type(module).__name__ == "Linear4bit":
+        fan_in = module.in_features
+    t = torch.empty(shape, dtype=dtype, device=device)
+    g = _generator(device, seed, full_name)
+    if fan_in is not None and pname == "weight":
+        # Normal with the variance of PyTorch's default uniform(±1/sqrt(fan_in)): trained weights
+        # are closer to normal than uniform, which matters for the quantization errors measured.
+        t.normal_(0.0, 1 / math.sqrt(3 * max(1, fan_in)), generator=g)
+    elif fan_in is not None:
+        bound = 1 / math.sqrt(max(1, fan_in))
+        t.uniform_(-bound, bound, generator=g)
+    elif isinstance(module, nn.Embedding):
+        t.normal_(0.0, 1.0, generator=g)
+    elif pname == "bias" or pname.endswith("_bias"):
+        t.zero_()
+    elif t.ndim == 1:
+        t.fill_(1.0)
+    else:
+        t.normal_(0.0, 0.02, generator=g)
+    return t
+
+
 def _fill(module: nn.Module, qualname: str, device: torch.device, dtype: torch.dtype, seed: int) -> None:
     """Materialize module's own meta parameters (not its children's) with seeded values."""
-    fan_in = None
-    if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-        fan_in = module.weight.numel() // module.weight.shape[0]
     for pname, param in list(module._parameters.items()):
         if param is None or param.device.type != "meta":
             continue
         full = f"{qualname}.{pname}" if qualname else pname
         target_dtype = dtype if param.is_floating_point() else param.dtype
-        t = torch.empty(param.shape, dtype=target_dtype, device=device)
-        g = _generator(device, seed, full)
-        if fan_in is not None and pname == "weight":
-            # Normal with the variance of PyTorch's default uniform(±1/sqrt(fan_in)): trained weights
-            # are closer to normal than uniform, which matters for the quantization errors measured.
-            t.normal_(0.0, 1 / math.sqrt(3 * max(1, fan_in)), generator=g)
-        elif fan_in is not None:
-            bound = 1 / math.sqrt(max(1, fan_in))
-            t.uniform_(-bound, bound, generator=g)
-        elif isinstance(module, nn.Embedding):
-            t.normal_(0.0, 1.0, generator=g)
-        elif pname == "bias" or pname.endswith("_bias"):
-            t.zero_()
-        elif t.ndim == 1:
-            t.fill_(1.0)
-        else:
-            t.normal_(0.0, 0.02, generator=g)
+        t = random_tensor(module, pname, full, param.shape, target_dtype, device, seed)
         module._parameters[pname] = nn.Parameter(t, requires_grad=False)
 
 

@@ -47,7 +47,7 @@ class ExitCode:
     PROTOCOL_ERROR = 72
 
 
-WeightsKind = Literal["demo", "hub"]
+WeightsKind = Literal["demo", "random", "hub"]
 ErrorCode = Literal[
     "bad_input", "oom", "cancelled", "engine_unavailable", "text_encoder_unavailable", "cuda_fatal", "internal"
 ]

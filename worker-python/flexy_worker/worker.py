@@ -657,11 +657,28 @@ def _resolve_device(requested: str) -> str:
     return "cpu"
 
 
-def _default_budget_bytes(device: str) -> int:
+DEVICE_MEMORY_ENV = "WORKER_DEVICE_MEMORY_GB"
+
+
+def _cap_device_memory(device: str) -> int | None:
+    """WORKER_DEVICE_MEMORY_GB: the most device memory (GiB) this worker's allocator may take, as if the
+    card were that small (a shared card; the GPU tier's 32 GB run). Returns the cap in bytes."""
+    cap_gb = _float_or_none(os.environ.get(DEVICE_MEMORY_ENV))
+    if not cap_gb or not device.startswith("cuda"):
+        return None
+    import torch
+
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = min(total, int(cap_gb * 1024**3))
+    torch.cuda.set_per_process_memory_fraction(cap / total, 0)
+    return cap
+
+
+def _default_budget_bytes(device: str, cap: int | None = None) -> int:
     if device.startswith("cuda"):
         import torch
 
-        total = torch.cuda.get_device_properties(0).total_memory
+        total = cap or torch.cuda.get_device_properties(0).total_memory
         return total - max(2 * 1024**3, total // 10)  # headroom for activations and the CUDA context
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
 
@@ -691,13 +708,14 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
         # The worker shares the host's cores with its supervisor, the gateway and Redis; one intra-op
         # thread avoids oversubscription, which slowed demo generations several-fold on 2 cores.
         torch.set_num_threads(int(os.environ.get("FLEXY_CPU_THREADS", "1")))
-    budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device)
+    cap = _cap_device_memory(device)
+    budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device, cap)
     catalog = load_catalog(config.catalog)
     log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s",
              device, str(dtype).removeprefix("torch."), budget / 1024**3, config.models_dir, catalog.source,
              config.text_encoder, torch.__version__, diffusers.__version__, " FAULTS ARMED" if faults.any() else "")
     if device.startswith("cuda"):
-        log.info("cuda device: %s", torch.cuda.get_device_name(0))
+        log.info("cuda device: %s%s", torch.cuda.get_device_name(0), f" (capped to {cap / 1024**3:.1f} GiB)" if cap else "")
 
     manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
                             budget_bytes=budget, text_encoder_mode=config.text_encoder)

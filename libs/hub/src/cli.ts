@@ -1,15 +1,18 @@
 /**
- * `npm run models -- list | pull <engine…> | pull --all | verify [engine…]`
+ * `npm run models -- list | pull <engine…> | pull --all | verify [engine…] | random <engine…|all>`
  * The one way weights reach MODELS_DIR: by hand, in a Docker build, or in a volume.
  */
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { REPO_ROOT } from '@flexy/config';
 import { ENGINE_CATALOG, ENGINE_IDS, isEngineId, type EngineId, type EngineSpec } from '@flexy/engines';
 import { PullError } from './errors';
 import { formatBytes, shortRevision } from './format';
 import { licenseNotice } from './notices';
 import { ProgressReporter, type ProgressStream } from './progress';
 import { hubUrlFrom, pullEngine, remotePlan, tokenFrom } from './pull';
-import { defaultModelsDir, fixCommandFor, isCommitSha, snapshotState, verifySnapshot, type SnapshotState } from './snapshot';
+import { defaultModelsDir, fixCommandFor, isBuiltSnapshot, isCommitSha, snapshotState, verifySnapshot, type SnapshotState } from './snapshot';
 
 export interface CliIo {
   out: ProgressStream;
@@ -27,6 +30,10 @@ Commands:
        [--jobs N]                files downloaded at once (default 3)
        [--no-xet]                plain HTTP downloads even where the hub offers Xet
   verify [engine...] [--json]    hash every file; names each truncated or altered file
+  random <engine...> | all       write real-size random-weight snapshots in the hub layouts (GPU hosts:
+       [--force]                 the GPU tier's weights; FLUX.2's transformer pre-quantized to NF4),
+       [--flux2-text-encoder]    with bench/gpu/snapshots.py; also FLUX.2's local text encoder (14 GB)
+       [--tiny]                  tiny configs, on the CPU (tests of the writer)
 
 Options:
   --models-dir DIR               where snapshots live (default: $MODELS_DIR, else ./.data/models)
@@ -37,6 +44,7 @@ Environment:
   HF_TOKEN_PATH file holding the token instead (a Docker secret), read when HF_TOKEN is unset
   HF_ENDPOINT   hub address (default https://huggingface.co)
   MODELS_DIR    snapshot folder
+  WORKER_PYTHON Python that writes random snapshots (default: worker-python/.venv/bin/python)
 
 Engines: ${ENGINE_IDS.join(', ')}
 `;
@@ -98,7 +106,7 @@ async function list(io: CliIo, modelsDir: string, remote: boolean, json: boolean
     const size =
       r.remote && 'bytes' in r.remote ? formatBytes(r.remote.bytes) : r.bytes !== undefined ? formatBytes(r.bytes) : '-';
     const pinned = isCommitSha(r.pinned) ? shortRevision(r.pinned) : `${r.pinned} (branch)`;
-    rows.push([r.engine, r.repo + (r.gated ? ' [gated]' : ''), pinned, shortRevision(r.state === 'demo' ? undefined : r.revision), size, r.state]);
+    rows.push([r.engine, r.repo + (r.gated ? ' [gated]' : ''), pinned, shortRevision(isBuiltSnapshot(r.state) ? undefined : r.revision), size, r.state]);
   }
   io.out.write(`MODELS_DIR ${modelsDir}\n`);
   io.out.write(table(rows));
@@ -182,13 +190,13 @@ async function verify(io: CliIo, modelsDir: string, specs: EngineSpec[] | null, 
       },
     });
     results.push({ engine: spec.id, ...state });
-    const ok = state.state === 'verified' || state.state === 'demo';
+    const ok = state.state === 'verified' || isBuiltSnapshot(state.state);
     if (!ok) bad++;
     if (json) continue;
     if (state.state === 'verified') {
       io.out.write(`${spec.id}: verified at ${shortRevision(state.revision)} (${state.detail})\n`);
-    } else if (state.state === 'demo') {
-      io.out.write(`${spec.id}: demo snapshot (random weights), nothing to verify against the hub\n`);
+    } else if (isBuiltSnapshot(state.state)) {
+      io.out.write(`${spec.id}: ${state.state} snapshot (random weights), nothing to verify against the hub\n`);
     } else {
       io.out.write(`${spec.id}: ${state.state.toUpperCase()}: ${state.detail}\n`);
       for (const p of state.problems ?? []) {
@@ -207,6 +215,22 @@ async function verify(io: CliIo, modelsDir: string, specs: EngineSpec[] | null, 
   return bad > 0 ? 1 : 0;
 }
 
+/** The writer is Python (it builds the models with diffusers and transformers): run it, relaying its output. */
+function writeRandomSnapshots(io: CliIo, modelsDir: string, specs: EngineSpec[], flags: string[]): Promise<number> {
+  const python = io.env.WORKER_PYTHON || join(REPO_ROOT, 'worker-python/.venv/bin/python');
+  const args = [join(REPO_ROOT, 'bench/gpu/snapshots.py'), '--out', modelsDir, ...specs.flatMap((s) => ['--engine', s.id]), ...flags];
+  return new Promise((resolvePromise) => {
+    const child = spawn(python, args, { env: { ...io.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout.on('data', (chunk: Buffer) => io.out.write(chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => io.err.write(chunk.toString()));
+    child.on('error', (error) => {
+      io.err.write(`could not run ${python}: ${error.message} (set WORKER_PYTHON to a Python with torch and diffusers)\n`);
+      resolvePromise(1);
+    });
+    child.on('exit', (code, signal) => resolvePromise(code ?? (signal ? 1 : 0)));
+  });
+}
+
 export async function main(argv: string[], io: CliIo = { out: process.stdout, err: process.stderr, env: process.env }): Promise<number> {
   let parsed;
   try {
@@ -221,6 +245,8 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
         revision: { type: 'string' },
         jobs: { type: 'string', default: '3' },
         'no-xet': { type: 'boolean', default: false },
+        tiny: { type: 'boolean', default: false },
+        'flux2-text-encoder': { type: 'boolean', default: false },
         'models-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
       },
@@ -266,6 +292,16 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
       const specs = names.length > 0 ? pickEngines(names, io) : null;
       if (names.length > 0 && !specs) return 2;
       return verify(io, modelsDir, specs, values.json);
+    }
+    case 'random': {
+      const specs = names.length === 1 && names[0] === 'all' ? ENGINE_IDS.map((id) => ENGINE_CATALOG[id]) : pickEngines(names, io);
+      if (!specs) return 2;
+      if (specs.length === 0) {
+        io.err.write(`Name at least one engine, or all.\n\n${USAGE}`);
+        return 2;
+      }
+      const flags = [values.force && '--force', values.tiny && '--tiny', values['flux2-text-encoder'] && '--flux2-text-encoder'];
+      return writeRandomSnapshots(io, modelsDir, specs, flags.filter((f): f is string => typeof f === 'string'));
     }
     default:
       io.err.write(`Unknown command: ${command}\n\n${USAGE}`);

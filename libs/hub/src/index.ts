@@ -3,6 +3,7 @@ export {
   MANIFEST_FILE,
   defaultModelsDir,
   fixCommandFor,
+  isBuiltSnapshot,
   readManifest,
   snapshotDir,
   snapshotState,

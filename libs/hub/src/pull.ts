@@ -29,6 +29,7 @@ import {
   INCOMPLETE_DIR,
   JOURNAL_FILE,
   MANIFEST_FILE,
+  isBuiltSnapshot,
   isCommitSha,
   readJournal,
   readManifest,
@@ -273,8 +274,8 @@ export async function pullEngine(spec: EngineSpec, options: PullOptions): Promis
   if (current.state === 'verified' && !options.force && (!options.revision || isCommitSha(options.revision))) {
     return { engine: spec.id, status: 'skipped', revision: current.revision!, downloadedBytes: 0, outcomes };
   }
-  if (current.state === 'demo' && !options.force) {
-    throw new PullError(`${dir} holds a demo snapshot; pass --force to replace it with the hub's weights.`, 'refused');
+  if (isBuiltSnapshot(current.state) && !options.force) {
+    throw new PullError(`${dir} holds a ${current.state} snapshot; pass --force to replace it with the hub's weights.`, 'refused');
   }
 
   const hub = new HubFetch();
@@ -301,7 +302,7 @@ export async function pullEngine(spec: EngineSpec, options: PullOptions): Promis
   mkdirSync(incomplete, { recursive: true });
   const unlock = takeLock(incomplete, spec);
   try {
-    if (current.state === 'demo') {
+    if (isBuiltSnapshot(current.state)) {
       for (const entry of readdirSync(dir)) if (entry !== INCOMPLETE_DIR) rmSync(join(dir, entry), { recursive: true, force: true });
     }
     // From here on the folder is not a finished snapshot until the new manifest lands.

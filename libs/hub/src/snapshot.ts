@@ -14,7 +14,10 @@ export const DEMO_MARKER_FILE = 'flexyface-demo.json';
 export const INCOMPLETE_DIR = '.flexyface-incomplete';
 export const JOURNAL_FILE = 'journal.json';
 
-export type SnapshotStateName = 'missing' | 'partial' | 'verified' | 'altered' | 'demo';
+export type SnapshotStateName = 'missing' | 'partial' | 'verified' | 'altered' | 'demo' | 'random';
+
+/** Snapshots built locally with random weights (tiny demo ones, or real-size ones for GPU hosts), not pulled. */
+export const isBuiltSnapshot = (state: SnapshotStateName): state is 'demo' | 'random' => state === 'demo' || state === 'random';
 
 export interface ManifestFile {
   path: string;
@@ -85,6 +88,7 @@ export function fixCommandFor(spec: EngineSpec, state: SnapshotStateName, models
       return `npm run models -- verify ${spec.id}${dirFlag}`;
     case 'altered':
     case 'demo':
+    case 'random':
       return `npm run models -- pull ${spec.id} --force${dirFlag}`;
     default:
       return `npm run models -- pull ${spec.id}${dirFlag}`;
@@ -120,12 +124,12 @@ export function readJournal(dir: string): PullJournal | null {
   }
 }
 
-function readDemoMarker(dir: string): { revision?: string } | null {
+function readDemoMarker(dir: string): { weights: 'demo' | 'random'; revision?: string } | null {
   const file = join(dir, DEMO_MARKER_FILE);
   if (!existsSync(file)) return null;
   try {
     const data = JSON.parse(readFileSync(file, 'utf8')) as { weights?: string; revision?: string };
-    return data.weights === 'demo' ? data : null;
+    return data.weights === 'demo' || data.weights === 'random' ? { ...data, weights: data.weights } : null;
   } catch {
     return null;
   }
@@ -209,7 +213,11 @@ export function snapshotState(spec: EngineSpec, modelsDir: string, options: Snap
   }
   const demo = readDemoMarker(dir);
   if (demo) {
-    return result('demo', 'demo snapshot: tiny random weights built locally, not the real model', {
+    const detail =
+      demo.weights === 'random'
+        ? 'random snapshot: real-size random weights built locally (GPU tier), not the real model'
+        : 'demo snapshot: tiny random weights built locally, not the real model';
+    return result(demo.weights, detail, {
       revision: demo.revision,
       bytes: diskBytes(dir),
     });

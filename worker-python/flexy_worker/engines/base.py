@@ -36,5 +36,5 @@ class StepEvent:
 class GenerateOutput:
     images: list[numpy.ndarray]  # HxWx3 uint8 RGB
     timings: dict[str, float]  # load_ms, text_encode_ms, denoise_ms, decode_ms, total_ms
-    weights: str  # "demo" | "hub"
+    weights: str  # "demo" | "random" | "hub"
     revision: str

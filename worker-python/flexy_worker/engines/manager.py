@@ -66,11 +66,13 @@ class LoadedEngine:
 
 
 def snapshot_identity(path: Path, spec: EngineSpec) -> tuple[str, str]:
-    """("demo" | "hub", revision) of the snapshot at path."""
+    """("demo" | "random" | "hub", revision) of the snapshot at path. Built snapshots carry a marker:
+    "demo" (tiny, demo_snapshots.py) or "random" (real-size random weights, bench/gpu/snapshots.py)."""
     marker = path / DEMO_MARKER_FILE
     if marker.exists():
         data = json.loads(marker.read_text(encoding="utf-8"))
-        return "demo", str(data.get("revision", "demo"))
+        kind = "random" if data.get("weights") == "random" else "demo"
+        return kind, str(data.get("revision", kind))
     manifest = path / HUB_MANIFEST_FILE
     if manifest.exists():
         try:
@@ -81,8 +83,11 @@ def snapshot_identity(path: Path, spec: EngineSpec) -> tuple[str, str]:
 
 
 def _manifest_digests(path: Path) -> dict[Path, tuple[int, str]]:
-    """File digests the models CLI recorded, so multi-GB weights need not be hashed again."""
+    """File digests the models CLI (or the random-snapshot writer, in its marker) recorded, so
+    multi-GB weights need not be hashed again."""
     manifest = path / HUB_MANIFEST_FILE
+    if not manifest.exists():
+        manifest = path / DEMO_MARKER_FILE
     if not manifest.exists():
         return {}
     try:
@@ -115,6 +120,26 @@ def _component_class(model_index: dict[str, Any], name: str) -> type | None:
         return getattr(importlib.import_module(library), class_name)
     except (ImportError, AttributeError):
         return None
+
+
+def quantization_refusal(path: Path, model_index: dict[str, Any], device: torch.device, skipped: set[str]) -> str | None:
+    """Why this device cannot load the snapshot's pre-quantized components, or None. bitsandbytes
+    checkpoints (diffusers/FLUX.2-dev-bnb-4bit) load only onto a GPU: diffusers' quantizer refuses
+    any host without one, so say so before from_pretrained fails deeper with a less direct message."""
+    if device.type == "cuda":
+        return None
+    quantized = []
+    for name in _component_names(model_index):
+        config = path / name / "config.json"
+        if name in skipped or not config.exists():
+            continue
+        method = (json.loads(config.read_text(encoding="utf-8")).get("quantization_config") or {}).get("quant_method")
+        if method == "bitsandbytes":
+            quantized.append(name)
+    if not quantized:
+        return None
+    return (f"{' and '.join(quantized)} in {path} {'is' if len(quantized) == 1 else 'are'} pre-quantized with bitsandbytes "
+            f"(4-bit), which loads only onto a CUDA GPU; this worker runs on {device.type}")
 
 
 def latent_preview(latents: torch.Tensor, height: int, width: int, patch_pixels: int) -> np.ndarray | None:
@@ -229,6 +254,9 @@ class EngineManager:
             )
         adapter = adapter_for(spec)
         source = adapter.text_encoder_source(self)
+        refusal = quantization_refusal(path, model_index, self.device, set(adapter.load_overrides(source)))
+        if refusal:
+            raise EngineUnavailable(f"{engine}: {refusal}")
         variant = snapshot_variant(path, model_index)
         digests = _manifest_digests(path)
 

@@ -3,7 +3,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { QueueName, readWorkerStatuses, type WorkerStatus } from '@flexy/contracts';
 import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
 import { ENGINE_CATALOG, ENGINE_IDS, type EngineId } from '@flexy/engines';
-import { snapshotState } from '@flexy/hub';
+import { isBuiltSnapshot, snapshotState } from '@flexy/hub';
 import { PrismaService } from '@flexy/persistence';
 import type { Queue } from 'bullmq';
 import type Redis from 'ioredis';
@@ -57,7 +57,7 @@ export class StatusService {
       const servedBy = workers.filter((w) => w.engines.some((e) => e.engine === id));
       const residentOn = workers.filter((w) => w.residency?.engines.some((e) => e.engine === id && e.location === 'device'));
       const samples = recent[i].filter((r) => r.steps > 0).map((r) => r.denoiseMs! / 1000 / r.steps);
-      const available = servedBy.length > 0 || snapshot.state === 'verified' || snapshot.state === 'demo';
+      const available = servedBy.length > 0 || snapshot.state === 'verified' || isBuiltSnapshot(snapshot.state);
       return {
         id,
         label: spec.label,

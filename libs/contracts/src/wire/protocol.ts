@@ -29,7 +29,7 @@ export const WorkerExitCode = {
   ProtocolError: 72,
 } as const;
 
-export type WeightsKind = 'demo' | 'hub';
+export type WeightsKind = 'demo' | 'random' | 'hub';
 export type ErrorCode =
   | 'bad_input'
   | 'oom'

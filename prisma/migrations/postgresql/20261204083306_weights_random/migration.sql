@@ -1,0 +1,2 @@
+-- AlterEnum
+ALTER TYPE "WeightsKind" ADD VALUE 'random';
