@@ -124,6 +124,8 @@ async function seedHistory(s: Stack, n: number): Promise<void> {
     references: [],
     apiKeyId: null,
     webhookUrl: null,
+    sandboxRunId: null,
+    batchId: null,
     acceptedAt: now - (n - i) * 300,
   }));
   const rows = payloads.map((p) => ({

@@ -158,15 +158,18 @@ describe('cancel', () => {
     const created = await api(stack, 'POST', '/v1/generations', { prompt: 'long run', engine: 'flux1_dev', seed: 6, steps: 100, width: 512, height: 512 });
     const url = `${stack.url}/v1/generations/${created.json.id}/events`;
     await readSse(url, { until: (m) => m.event === 'progress' && m.data.step >= 2 });
-    const del = await api(stack, 'DELETE', `/v1/generations/${created.json.id}`);
-    expect(del.status).toBe(202);
-    expect(del.json.status).toBe('cancelling');
+    const cancel = await api(stack, 'POST', `/v1/generations/${created.json.id}/cancel`);
+    expect(cancel.status).toBe(202);
+    expect(cancel.json.status).toBe('cancelling');
     const g = await waitForGeneration(stack, created.json.id);
     expect(g.status).toBe('cancelled');
     const events = await readSse(url, { until: (m) => m.event === 'cancelled' });
     const lastStep = Math.max(...events.messages.filter((m) => m.event === 'progress').map((m) => m.data.step));
     expect(lastStep).toBeLessThan(100);
-    expect((await api(stack, 'DELETE', `/v1/generations/${created.json.id}`)).status).toBe(409);
+    // Finished: a second cancel is a conflict; DELETE now deletes it.
+    expect((await api(stack, 'POST', `/v1/generations/${created.json.id}/cancel`)).status).toBe(409);
+    expect((await api(stack, 'DELETE', `/v1/generations/${created.json.id}`)).status).toBe(204);
+    expect((await api(stack, 'GET', `/v1/generations/${created.json.id}`)).status).toBe(404);
   });
 
   it('removes a queued generation before it runs', async () => {

@@ -191,6 +191,8 @@ export async function enqueue(stack: FaultStack, body: { prompt: string; engine:
     references: [],
     apiKeyId: null,
     webhookUrl: null,
+    sandboxRunId: null,
+    batchId: null,
     acceptedAt: Date.now(),
     ...body,
   };

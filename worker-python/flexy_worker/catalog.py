@@ -108,6 +108,8 @@ def _engine_from_json(raw: dict[str, Any]) -> EngineSpec:
 class Catalog:
     engines: dict[str, EngineSpec]
     source: Path
+    # Rules every engine shares (libs/contracts/src/generation.ts), e.g. the seed range.
+    seed: Range
 
     def __getitem__(self, engine_id: str) -> EngineSpec:
         return self.engines[engine_id]
@@ -133,4 +135,4 @@ def load_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
     with open(source, encoding="utf-8") as handle:
         raw = json.load(handle)
     engines = {engine_id: _engine_from_json(spec) for engine_id, spec in raw["engines"].items()}
-    return Catalog(engines=engines, source=source)
+    return Catalog(engines=engines, source=source, seed=Range(**raw["request"]["seed"]))

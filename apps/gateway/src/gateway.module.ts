@@ -1,21 +1,20 @@
-import { BullModule } from '@nestjs/bullmq';
+import { BullModule, getQueueToken } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
 import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
+import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
 import { AdminModule } from './admin/admin.module';
 import { ApiKeyGuard } from './auth/api-key.guard';
-import { IdempotencyService } from './auth/idempotency.service';
-import { QuotaService } from './auth/quota.service';
 import { BatchesController } from './batches/batches.controller';
 import { BatchesService } from './batches/batches.service';
 import { CompletionWaiter } from './generations/completion-waiter.service';
 import { GenerationEventsService } from './generations/generation-events.service';
 import { GenerationsController } from './generations/generations.controller';
-import { GenerationsService } from './generations/generations.service';
+import { EventHub } from './generations/event-hub.service';
 import { HealthController } from './health/health.controller';
 import { PromptPicsController } from './promptpics/promptpics.controller';
 import { SandboxRunsController } from './sandbox/sandbox-runs.controller';
@@ -36,7 +35,7 @@ function failFastRedis(): IORedis {
   imports: [
     PersistenceModule.forRoot(config.databaseUrl),
     BullModule.forRootAsync({ useFactory: () => ({ connection: failFastRedis() }) }),
-    BullModule.registerQueue({ name: QueueName.Generation }),
+    BullModule.registerQueue({ name: QueueName.Generation }, { name: QueueName.Webhook }),
     AdminModule,
   ],
   controllers: [GenerationsController, PromptPicsController, SandboxRunsController, BatchesController, EnginesController, HealthController],
@@ -44,14 +43,17 @@ function failFastRedis(): IORedis {
     { provide: APP_CONFIG, useValue: config },
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     { provide: REDIS, useFactory: failFastRedis },
+    { provide: GENERATION_QUEUE, useExisting: getQueueToken(QueueName.Generation) },
+    { provide: WEBHOOK_QUEUE, useExisting: getQueueToken(QueueName.Webhook) },
+    GenerationLifecycle,
+    QuotaService,
+    IdempotencyService,
+    EventHub,
     GenerationEventsService,
     SandboxService,
     BatchesService,
-    QuotaService,
-    IdempotencyService,
     { provide: APP_GUARD, useClass: ApiKeyGuard },
     StatusService,
-    GenerationsService,
     CompletionWaiter,
   ],
 })

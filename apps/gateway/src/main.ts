@@ -6,15 +6,19 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import { APP_CONFIG, loadConfig, type AppConfig } from '@flexy/config';
 import cluster from 'node:cluster';
 import { HttpErrorFilter } from './common/http-error.filter';
+import { loopbackHostOnly, trustProxySetting } from './common/loopback-host.middleware';
 import { createValidationPipe } from './common/validation';
 import { GatewayModule } from './gateway.module';
 import { runProcessCluster } from './process-cluster';
 
 async function bootstrap(): Promise<void> {
-  // Reference images arrive as base64 in JSON, so bodies may be large; sharp caps the decoded size.
   const app = await NestFactory.create<NestExpressApplication>(GatewayModule, { bodyParser: false });
-  app.useBodyParser('json', { limit: '64mb' });
   const config = app.get<AppConfig>(APP_CONFIG);
+  if (config.openAccess) app.use(loopbackHostOnly());
+  app.set('trust proxy', trustProxySetting(config.trustProxy));
+  // Reference images arrive as base64 in JSON; the cap is what the largest valid request needs, so a
+  // larger body is refused (413) before it is buffered in full.
+  app.useBodyParser('json', { limit: config.maxBodyBytes });
   app.useGlobalPipes(createValidationPipe());
   app.useGlobalFilters(new HttpErrorFilter(app.getHttpAdapter()));
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);

@@ -1,16 +1,31 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
 import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
+import { QueueName } from '@flexy/contracts';
+import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import IORedis from 'ioredis';
 import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
+import { RetentionHandler } from './maintenance/retention.handler';
 import { QueueWorkerService } from './jobs/queue-worker.service';
 import { WebhookHandler } from './webhooks/webhook.handler';
 import { WorkerPool } from './workers/worker-pool.service';
 
 const config = loadConfig();
+
+/**
+ * A producer-side queue handle. Without an error listener BullMQ prints every connection error
+ * while Redis is away; a failed add fails visibly on its own and the connection reconnects by itself.
+ */
+function quietQueue(name: QueueName, redis: Redis): Queue {
+  const queue = new Queue(name, { connection: redis });
+  queue.on('error', () => undefined);
+  return queue;
+}
 
 @Module({
   imports: [DiscoveryModule, PersistenceModule.forRoot(config.databaseUrl)],
@@ -25,11 +40,17 @@ const config = loadConfig();
         return redis;
       },
     },
+    { provide: GENERATION_QUEUE, useFactory: (redis: Redis) => quietQueue(QueueName.Generation, redis), inject: [REDIS] },
+    { provide: WEBHOOK_QUEUE, useFactory: (redis: Redis) => quietQueue(QueueName.Webhook, redis), inject: [REDIS] },
+    GenerationLifecycle,
+    QuotaService,
+    IdempotencyService,
     CancelListener,
     WorkerPool,
     QueueWorkerService,
     GenerateHandler,
     WebhookHandler,
+    RetentionHandler,
   ],
 })
 export class SupervisorModule {}

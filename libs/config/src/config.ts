@@ -42,6 +42,14 @@ export interface AppConfig {
   webhookSecret: string;
   /** Webhooks may go to loopback, private, CGNAT and unique-local addresses (on-premises receivers). */
   webhookAllowPrivate: boolean;
+  /** Largest JSON body the gateway parses: what the largest valid request (ten reference images) needs. */
+  maxBodyBytes: number;
+  /** Which proxies' X-Forwarded-For/-Proto to believe (Express `trust proxy`); empty: none. */
+  trustProxy: string;
+  /** Finished generations (records and images) older than this many days are removed; 0 keeps them. */
+  retentionDays: number;
+  /** Event streams one API key (or the anonymous owner) may hold open at once, across all gateways. */
+  sseMaxStreamsPerOwner: number;
 }
 
 function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -115,6 +123,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     openAccess: authMode === 'open',
     webhookSecret: webhookSecret(env, host, redisUrl),
     webhookAllowPrivate: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
+    maxBodyBytes: int(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
+    trustProxy: env.TRUST_PROXY || '',
+    retentionDays: int(env, 'RETENTION_DAYS', 30),
+    sseMaxStreamsPerOwner: int(env, 'SSE_MAX_STREAMS_PER_KEY', 16),
   };
 }
 

@@ -8,11 +8,14 @@ import type { EngineId } from '@flexy/engines';
 export enum QueueName {
   Generation = 'generation',
   Webhook = 'webhook',
+  /** Periodic housekeeping (retention), run by one supervisor at a time. */
+  Maintenance = 'maintenance',
 }
 
 export enum JobName {
   Generate = 'generate',
   DeliverWebhook = 'deliver-webhook',
+  ExpireGenerations = 'expire-generations',
 }
 
 /** Where a generation came from; it sets the BullMQ priority (lower runs first). */
@@ -33,8 +36,11 @@ export interface GenerateJobPayload {
   origin: JobOrigin;
   /** Uploaded reference images (image-store paths of normalised PNGs), for engines that condition on them. */
   references: string[];
-  /** The API key that asked for it (its concurrent-job slot is released when the job ends). */
+  /** The API key that asked for it (its owner; its concurrent-job slot is released when the job ends). */
   apiKeyId: string | null;
+  /** The sandbox run or batch it belongs to, finished once all its members are. */
+  sandboxRunId: string | null;
+  batchId: string | null;
   /** Notified with a signed POST when the generation ends. */
   webhookUrl: string | null;
   /** Milliseconds since epoch when the gateway accepted the request (for queue-wait timing). */
@@ -56,9 +62,20 @@ export interface WebhookJobResult {
   statusCode: number;
 }
 
+/** Retention runs on a schedule; the supervisor that takes it reads RETENTION_DAYS itself. */
+export type ExpireGenerationsPayload = Record<string, never>;
+
+export interface ExpireGenerationsResult {
+  /** Finished generations removed, with their images. */
+  expired: number;
+  /** Idempotency records past their 24 hours. */
+  idempotencyRecords: number;
+}
+
 export interface JobMap {
   [JobName.Generate]: { queue: QueueName.Generation; payload: GenerateJobPayload; result: GenerateJobResult };
   [JobName.DeliverWebhook]: { queue: QueueName.Webhook; payload: WebhookJobPayload; result: WebhookJobResult };
+  [JobName.ExpireGenerations]: { queue: QueueName.Maintenance; payload: ExpireGenerationsPayload; result: ExpireGenerationsResult };
 }
 
 export type JobPayload<N extends JobName> = JobMap[N]['payload'];

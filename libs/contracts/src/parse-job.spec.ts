@@ -15,6 +15,8 @@ const good = {
   references: [],
   apiKeyId: null,
   webhookUrl: null,
+  sandboxRunId: null,
+  batchId: null,
   acceptedAt: 1,
 };
 

@@ -17,6 +17,19 @@ export interface FieldError {
   message: string;
 }
 
+/** A UTF-16 surrogate without its partner: not Unicode text, and no text encoder can take it. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Why a piece of request text cannot be used as a prompt, or null: it must be well-formed Unicode
+ * (no lone surrogates) without NUL characters (which PostgreSQL's text type refuses).
+ */
+export function textProblem(field: string, text: string): FieldError | null {
+  if (LONE_SURROGATE.test(text)) return { field, message: `${field} must be well-formed Unicode text (it holds an unpaired surrogate)` };
+  if (text.includes('\u0000')) return { field, message: `${field} must not contain NUL characters` };
+  return null;
+}
+
 /**
  * Checks parameters against one engine's limits. The gateway's DTO validation and the supervisor's
  * re-validation of payloads read back from Redis both call this, so the two never disagree.
@@ -26,6 +39,10 @@ export function engineParamErrors(spec: EngineSpec, p: EngineParams): FieldError
   const errors: FieldError[] = [];
   const fail = (field: string, message: string) => errors.push({ field, message: `${field} ${message}` });
 
+  for (const [field, text] of [['prompt', p.prompt], ['negative_prompt', p.negativePrompt]] as const) {
+    const problem = text == null ? null : textProblem(field, text);
+    if (problem) errors.push(problem);
+  }
   if (p.prompt.trim().length === 0) fail('prompt', 'must not be empty');
   if (p.prompt.length > limits.maxPromptChars)
     fail('prompt', `must be at most ${limits.maxPromptChars} characters for ${spec.id}`);

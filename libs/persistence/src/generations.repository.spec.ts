@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { dbCore } from './database-tools';
-import { GenerationsRepository, InvalidCursorError, type CreateGenerationInput, type GenerationSuccess } from './generations.repository';
+import { InvalidCursorError, ownerOf, everyOwner } from './owner-scope';
+import { GenerationsRepository, type CreateGenerationInput, type GenerationSuccess } from './generations.repository';
 import { applyMigrations } from './migrations';
 import { PrismaService } from './prisma.service';
 import { postgresUnavailableReason, startTestPostgres, tempDir, type TempDir, type TestPostgres } from './testing/databases';
@@ -192,7 +193,7 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
     let cursor: string | null = null;
     let pages = 0;
     do {
-      const page = await repo.list({ engine: 'realvis_xl', cursor, limit: 5 });
+      const page = await repo.list({ scope: everyOwner, engine: 'realvis_xl', cursor, limit: 5 });
       seen.push(...page.items.map((g) => g.id));
       cursor = page.nextCursor;
       pages++;
@@ -202,16 +203,16 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
     expect(pages).toBe(3);
     expect(seen).toEqual([...realvis].reverse());
 
-    const byKey = await repo.list({ apiKeyId: 'key_a', engine: 'sd3_medium', limit: 100 });
+    const byKey = await repo.list({ scope: ownerOf('key_a'), engine: 'sd3_medium', limit: 100 });
     expect(byKey.items.map((g) => g.id).sort()).toEqual(ids.filter((_, i) => i % 2 === 1 && i % 3 !== 0).sort());
     expect(byKey.nextCursor).toBeNull();
 
     await repo.markCancelled('list_04');
-    expect((await repo.list({ status: 'cancelled', engine: 'realvis_xl' })).items.map((g) => g.id)).toEqual(['list_04']);
-    const smallest = await repo.list({ limit: 0 });
+    expect((await repo.list({ scope: everyOwner, status: 'cancelled', engine: 'realvis_xl' })).items.map((g) => g.id)).toEqual(['list_04']);
+    const smallest = await repo.list({ scope: everyOwner, limit: 0 });
     expect(smallest.items).toHaveLength(1);
     expect(smallest.nextCursor).not.toBeNull();
-    await expect(repo.list({ cursor: 'not-a-cursor' })).rejects.toThrow(InvalidCursorError);
+    await expect(repo.list({ scope: everyOwner, cursor: 'not-a-cursor' })).rejects.toThrow(InvalidCursorError);
   });
 
   it('keeps images with their generation and removes them with it', async () => {

@@ -1,6 +1,8 @@
 import { Injectable } from '@nestjs/common';
+import { ACTIVE_STATUSES, SEED_RANGE, TERMINAL_STATUSES } from '@flexy/contracts';
 import type { Generation, GenerationImage, GenerationOrigin, GenerationStatus, WeightsKind } from './generated/sqlite/client';
 import { Prisma } from './generated/sqlite/client';
+import { decodeCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
 import { PrismaService, type DatabaseClient } from './prisma.service';
 
 export type GenerationWithImages = Generation & { images: GenerationImage[] };
@@ -11,7 +13,7 @@ export interface CreateGenerationInput {
   engine: string;
   prompt: string;
   negativePrompt?: string | null;
-  /** 0 … 2^32-1. */
+  /** Within SEED_RANGE. */
   seed: number | bigint;
   steps: number;
   guidance: number;
@@ -68,13 +70,22 @@ export interface GenerationFailure {
 export type TransitionOutcome = 'updated' | 'unchanged' | 'not-found';
 
 export interface ListGenerationsQuery {
+  /** Whose generations: one owner's, or every owner's (admin). Deleted ones are never listed. */
+  scope: OwnerScope;
   status?: GenerationStatus;
   engine?: string;
-  apiKeyId?: string;
+  createdBefore?: Date;
+  createdAfter?: Date;
   /** `nextCursor` of the previous page. */
   cursor?: string | null;
   /** 1 … 100, default 20. */
   limit?: number;
+}
+
+/** What retention removes: a record and the files of its images. */
+export interface ExpiredGeneration {
+  id: string;
+  imagePaths: string[];
 }
 
 export interface GenerationPage {
@@ -84,17 +95,11 @@ export interface GenerationPage {
   nextCursor: string | null;
 }
 
-const ACTIVE: GenerationStatus[] = ['queued', 'running'];
-const MAX_SEED = 0xffffffff;
+const ACTIVE: GenerationStatus[] = [...ACTIVE_STATUSES];
+const TERMINAL: GenerationStatus[] = [...TERMINAL_STATUSES];
 export const MAX_PAGE_SIZE = 100;
 const DEFAULT_PAGE_SIZE = 20;
 const withImages = { images: { orderBy: { index: 'asc' } } } satisfies Prisma.GenerationInclude;
-
-export class InvalidCursorError extends Error {
-  constructor() {
-    super('invalid pagination cursor');
-  }
-}
 
 /**
  * Generation records. Every result write is keyed by the generation (job) id and only moves a
@@ -142,8 +147,69 @@ export class GenerationsRepository {
     );
   }
 
+  /** Any record by id, deleted or not: for the service's own bookkeeping, never for an answer to a client. */
   findById(id: string): Promise<GenerationWithImages | null> {
     return this.db.generation.findUnique({ where: { id }, include: withImages });
+  }
+
+  /** A record its owner (or an admin) may see: another owner's, or a deleted one, is null. */
+  findVisible(id: string, scope: OwnerScope): Promise<GenerationWithImages | null> {
+    return this.db.generation.findFirst({ where: { id, deletedAt: null, ...ownerWhere(scope) }, include: withImages });
+  }
+
+  /** How many members of a sandbox run or batch are in each status. */
+  async statusCounts(group: { sandboxRunId: string } | { batchId: string }): Promise<Record<GenerationStatus, number>> {
+    const grouped = await this.db.generation.groupBy({ by: ['status'], where: group, _count: { _all: true } });
+    const counts = { queued: 0, running: 0, succeeded: 0, failed: 0, cancelled: 0 };
+    for (const g of grouped) counts[g.status] = g._count._all;
+    return counts;
+  }
+
+  /** Ids of the members of a sandbox run or batch that are still queued or running. */
+  async activeIds(group: { sandboxRunId: string } | { batchId: string }): Promise<string[]> {
+    const rows = await this.db.generation.findMany({ where: { ...group, status: { in: ACTIVE } }, select: { id: true } });
+    return rows.map((r) => r.id);
+  }
+
+  /** Members of a sandbox run or batch, with their images, in id order, one page at a time. */
+  members(group: { sandboxRunId: string } | { batchId: string }, options: { after?: string; take?: number } = {}): Promise<GenerationWithImages[]> {
+    return this.db.generation.findMany({
+      where: { ...group, ...(options.after ? { id: { gt: options.after } } : {}) },
+      orderBy: { id: 'asc' },
+      take: options.take,
+      include: withImages,
+    });
+  }
+
+  /**
+   * Hides a finished record from every listing and read, and answers the paths of its images for the
+   * caller to remove. Repeating it changes nothing. Null when there is no such visible-or-deleted
+   * record of this owner; 'active' when it has not finished.
+   */
+  async softDelete(id: string, scope: OwnerScope): Promise<{ imagePaths: string[] } | 'active' | null> {
+    const g = await this.db.generation.findFirst({ where: { id, ...ownerWhere(scope) }, include: withImages });
+    if (!g) return null;
+    if (ACTIVE.includes(g.status)) return 'active';
+    if (!g.deletedAt) await this.db.generation.updateMany({ where: { id, deletedAt: null }, data: { deletedAt: new Date() } });
+    return { imagePaths: g.images.map((i) => i.path) };
+  }
+
+  /** Up to `limit` finished records created before `cutoff`, oldest first, with their image files. */
+  async expired(cutoff: Date, limit: number): Promise<ExpiredGeneration[]> {
+    const rows = await this.db.generation.findMany({
+      where: { createdAt: { lt: cutoff }, status: { in: TERMINAL } },
+      orderBy: [{ createdAt: 'asc' }, { id: 'asc' }],
+      take: limit,
+      select: { id: true, images: { select: { path: true } } },
+    });
+    return rows.map((r) => ({ id: r.id, imagePaths: r.images.map((i) => i.path) }));
+  }
+
+  /** Removes records for good (their images and webhook attempts go with them); only finished ones. */
+  async purge(ids: string[]): Promise<number> {
+    if (ids.length === 0) return 0;
+    const { count } = await this.db.generation.deleteMany({ where: { id: { in: ids }, status: { in: TERMINAL } } });
+    return count;
   }
 
   /** A worker took the job: counts the attempt. Also valid for a re-delivered running job. */
@@ -221,13 +287,15 @@ export class GenerationsRepository {
   }
 
   /** Newest first, filtered, paginated by an opaque keyset cursor (stable under inserts). */
-  async list(query: ListGenerationsQuery = {}): Promise<GenerationPage> {
+  async list(query: ListGenerationsQuery): Promise<GenerationPage> {
     const limit = Math.min(Math.max(Math.trunc(query.limit ?? DEFAULT_PAGE_SIZE), 1), MAX_PAGE_SIZE);
     const where: Prisma.GenerationWhereInput = {
+      ...ownerWhere(query.scope),
+      deletedAt: null,
       status: query.status,
       engine: query.engine,
-      apiKeyId: query.apiKeyId,
     };
+    if (query.createdBefore || query.createdAfter) where.createdAt = { lt: query.createdBefore, gt: query.createdAfter };
     if (query.cursor) {
       const after = decodeCursor(query.cursor);
       where.OR = [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }];
@@ -260,23 +328,9 @@ function ms(value: number | null | undefined): number | null {
   return value === null || value === undefined || !Number.isFinite(value) ? null : Math.round(value);
 }
 
-function encodeCursor(row: Pick<Generation, 'createdAt' | 'id'>): string {
-  return Buffer.from(JSON.stringify([row.createdAt.getTime(), row.id])).toString('base64url');
-}
-
-function decodeCursor(cursor: string): { createdAt: Date; id: string } {
-  try {
-    const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    if (typeof time === 'number' && Number.isFinite(time) && typeof id === 'string') return { createdAt: new Date(time), id };
-  } catch {
-    // Falls through to the error below.
-  }
-  throw new InvalidCursorError();
-}
-
 function checkedSeed(value: number | bigint): bigint {
   const seed = BigInt(value);
-  if (seed < 0n || seed > BigInt(MAX_SEED)) throw new RangeError(`seed must be within 0…${MAX_SEED}, got ${seed}`);
+  if (seed < BigInt(SEED_RANGE.min) || seed > BigInt(SEED_RANGE.max)) throw new RangeError(`seed must be within ${SEED_RANGE.min}…${SEED_RANGE.max}, got ${seed}`);
   return seed;
 }
 

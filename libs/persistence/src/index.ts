@@ -9,8 +9,8 @@ export {
 } from './prisma.service';
 export {
   GenerationsRepository,
-  InvalidCursorError,
   MAX_PAGE_SIZE,
+  type ExpiredGeneration,
   type CreateGenerationInput,
   type GenerationFailure,
   type GenerationImageInput,
@@ -21,6 +21,8 @@ export {
   type ListGenerationsQuery,
   type TransitionOutcome,
 } from './generations.repository';
+export { SandboxRunsRepository, BatchesRepository, type SandboxRunParams, type SandboxRunRecord, type RunListQuery, type RunPage } from './runs.repository';
+export { InvalidCursorError, everyOwner, ownerOf, ownerWhere, type OwnerScope } from './owner-scope';
 export { applyMigrations, schemaDrift, pendingSchemaChanges, type MigrationReport } from './migrations';
 export { resolveDatabaseUrl, databaseProvider, type DatabaseProvider } from './database-tools';
 export { ApiKeyRole, GenerationOrigin, GenerationStatus, RunStatus, WeightsKind } from './generated/sqlite/enums';

@@ -1,5 +1,6 @@
 import { Test } from '@nestjs/testing';
 import { GenerationsRepository } from './generations.repository';
+import { everyOwner } from './owner-scope';
 import { PersistenceModule } from './persistence.module';
 import { PrismaService } from './prisma.service';
 import { tempDir, type TempDir } from './testing/databases';
@@ -35,7 +36,7 @@ describe('PersistenceModule', () => {
     const app = await plain.init();
     try {
       expect(app.get(PrismaService).databaseUrl).toBe(databaseUrl);
-      expect(await app.get(GenerationsRepository).list({ limit: 5 })).toEqual({ items: [], nextCursor: null });
+      expect(await app.get(GenerationsRepository).list({ scope: everyOwner, limit: 5 })).toEqual({ items: [], nextCursor: null });
     } finally {
       await app.close();
     }

@@ -1,5 +1,6 @@
 import { Global, Module, type DynamicModule } from '@nestjs/common';
 import { GenerationsRepository } from './generations.repository';
+import { BatchesRepository, SandboxRunsRepository } from './runs.repository';
 import { PERSISTENCE_OPTIONS, PrismaService, type PersistenceOptions } from './prisma.service';
 
 /**
@@ -8,8 +9,8 @@ import { PERSISTENCE_OPTIONS, PrismaService, type PersistenceOptions } from './p
  */
 @Global()
 @Module({
-  providers: [PrismaService, GenerationsRepository],
-  exports: [PrismaService, GenerationsRepository],
+  providers: [PrismaService, GenerationsRepository, SandboxRunsRepository, BatchesRepository],
+  exports: [PrismaService, GenerationsRepository, SandboxRunsRepository, BatchesRepository],
 })
 export class PersistenceModule {
   static forRoot(databaseUrlOrOptions: string | PersistenceOptions = {}): DynamicModule {

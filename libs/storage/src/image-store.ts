@@ -1,4 +1,4 @@
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 
 export interface StoredImage {
@@ -37,6 +37,11 @@ export class ImageStore {
       () => true,
       () => false,
     );
+  }
+
+  /** Removes a stored file; one already gone is not an error, so a repeated removal is harmless. */
+  async remove(relativePath: string): Promise<void> {
+    await rm(this.resolve(relativePath), { force: true });
   }
 
   private resolve(relativePath: string): string {

@@ -49,7 +49,6 @@ HUB_MANIFEST_FILE = "flexyface-manifest.json"  # written by the models CLI (libs
 PREVIEW_MAX_SIDE = 64
 MAX_REFERENCE_PIXELS = 16 * 1024 * 1024
 MAX_REFERENCE_ASPECT = 8  # Flux2ImageProcessor.check_image_input refuses more extreme images
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed accepts [0, 2**64)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -381,6 +380,10 @@ class EngineManager:
 
         if not isinstance(request.prompt, str) or not request.prompt.strip():
             raise BadInput("prompt must be a non-empty string", field="prompt")
+        for name in ("prompt", "negative_prompt"):
+            text = getattr(request, name)
+            if isinstance(text, str) and not _well_formed(text):
+                raise BadInput(f"{name} must be well-formed Unicode text without NUL characters", field=name)
         if len(request.prompt) > limits.max_prompt_chars:
             raise BadInput(f"prompt is longer than {limits.max_prompt_chars} characters", field="prompt")
         if request.negative_prompt:
@@ -391,8 +394,9 @@ class EngineManager:
                     f"negative_prompt must be a string of at most {limits.max_prompt_chars} characters",
                     field="negative_prompt",
                 )
-        if not 0 <= integer("seed", request.seed) <= MAX_SEED:
-            raise BadInput(f"seed must be between 0 and {MAX_SEED}", field="seed")
+        seeds = self.catalog.seed
+        if not seeds.contains(integer("seed", request.seed)):
+            raise BadInput(f"seed must be between {seeds.min:g} and {seeds.max:g}", field="seed")
         if not limits.steps.contains(integer("steps", request.steps)):
             raise BadInput(f"steps must be between {limits.steps.min:g} and {limits.steps.max:g}", field="steps")
         guidance = request.guidance
@@ -566,3 +570,14 @@ class EngineManager:
 
 def _raise_injected_oom(module, args):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (injected fault)")
+
+
+def _well_formed(text: str) -> bool:
+    """No lone surrogates (JSON can carry them; no tokenizer can take them) and no NUL."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -6,13 +6,12 @@ import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
 import { IMAGE_STORE, type ImageStore } from '@flexy/storage';
 import { Queue } from 'bullmq';
 import type Redis from 'ioredis';
-import { BatchesService } from '../batches/batches.service';
-import { GenerationsService } from '../generations/generations.service';
+import { GenerationLifecycle } from '@flexy/generations';
 import { SandboxService } from '../sandbox/sandbox.service';
 
 /**
  * The gateway's own instances, borrowed by the admin module: one Redis connection, the same queue
- * objects, and the same create/cancel/sandbox/batch code paths the public API uses. They are looked up
+ * objects, and the same generation lifecycle the public API uses. They are looked up
  * on first use because they belong to the module that imports this one.
  */
 @Injectable()
@@ -34,16 +33,12 @@ export class GatewayServices implements OnModuleDestroy {
     return this.lookup<ImageStore>(IMAGE_STORE);
   }
 
-  get generations(): GenerationsService {
-    return this.lookup(GenerationsService);
+  get lifecycle(): GenerationLifecycle {
+    return this.lookup(GenerationLifecycle);
   }
 
   get sandbox(): SandboxService {
     return this.lookup(SandboxService);
-  }
-
-  get batches(): BatchesService {
-    return this.lookup(BatchesService);
   }
 
   /** Every queue of the service, in QueueName order. */

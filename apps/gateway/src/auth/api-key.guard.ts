@@ -1,4 +1,4 @@
-import { CanActivate, ExecutionContext, Inject, Injectable, SetMetadata, UnauthorizedException } from '@nestjs/common';
+import { CanActivate, ExecutionContext, ForbiddenException, Inject, Injectable, SetMetadata, UnauthorizedException } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
 import { PrismaService, type ApiKey } from '@flexy/persistence';
@@ -10,6 +10,8 @@ export const PUBLIC_ROUTE = Symbol('PUBLIC_ROUTE');
 export const Public = () => SetMetadata(PUBLIC_ROUTE, true);
 
 export type AuthedRequest = Request & { apiKey: ApiKey | null };
+
+const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 
 /**
  * Every API route needs a valid, unrevoked key (`Authorization: Bearer …` or `X-API-Key`), except
@@ -36,6 +38,8 @@ export class ApiKeyGuard implements CanActivate {
     }
     const key = await this.lookup(hashApiKey(presented));
     if (!key || key.revokedAt) throw new UnauthorizedException('the API key is unknown or revoked');
+    // Before the body is validated: a read-only key gets 403 for any write, however well-formed.
+    if (key.role === 'readonly' && !SAFE_METHODS.has(req.method)) throw new ForbiddenException('this API key is read-only');
     req.apiKey = key;
     return true;
   }

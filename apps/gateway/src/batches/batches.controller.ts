@@ -1,42 +1,51 @@
-import { Body, Controller, Delete, Get, HttpCode, NotFoundException, Param, Post, Query, Req } from '@nestjs/common';
+import { Body, Controller, Delete, Get, Headers, HttpCode, NotFoundException, Param, Post, Query } from '@nestjs/common';
 import { ApiAcceptedResponse, ApiOkResponse, ApiQuery, ApiTags } from '@nestjs/swagger';
-import type { AuthedRequest } from '../auth/api-key.guard';
-import { QuotaService } from '../auth/quota.service';
-import { BatchesService } from './batches.service';
+import { BATCH_ID_PATTERN } from '@flexy/contracts';
+import { GenerationLifecycle, type Principal } from '@flexy/generations';
+import { Caller } from '../auth/caller.decorator';
+import { pageFilters, rethrowCursor, RunListQueryDto } from '../common/list-query.dto';
+import { batchSummary, BatchesService } from './batches.service';
 import { CreateBatchDto } from './create-batch.dto';
 
-const ID_PATTERN = /^bat_[0-9a-f]{32}$/;
+function checkedId(id: string): string {
+  if (!BATCH_ID_PATTERN.test(id)) throw new NotFoundException(`batch ${id} not found`);
+  return id;
+}
 
 @ApiTags('batches')
 @Controller('v1/batches')
 export class BatchesController {
   constructor(
+    private readonly lifecycle: GenerationLifecycle,
     private readonly batches: BatchesService,
-    private readonly quota: QuotaService,
   ) {}
 
   @Post()
   @HttpCode(202)
   @ApiAcceptedResponse({ description: 'Queued at the lowest priority; GET shows counts and per-item results.' })
-  async create(@Body() dto: CreateBatchDto, @Req() req: AuthedRequest) {
-    await this.quota.chargeRequest(req.apiKey);
-    const id = await this.batches.create(dto, req.apiKey);
-    return this.batches.view(id);
+  async create(@Body() dto: CreateBatchDto, @Caller() caller: Principal, @Headers('idempotency-key') idempotencyKey?: string) {
+    const { id } = await this.lifecycle.acceptBatch(caller, dto, { idempotencyKey });
+    return this.batches.view(caller, id);
+  }
+
+  @Get()
+  @ApiOkResponse({ description: "The caller's own batches, newest first, one page at a time (`next_cursor`)." })
+  async list(@Query() q: RunListQueryDto, @Caller() caller: Principal) {
+    const page = await this.lifecycle.listBatches(caller, { ...pageFilters(q), status: q.status }).catch(rethrowCursor);
+    return { items: page.items.map((b) => batchSummary(b)), next_cursor: page.nextCursor };
   }
 
   @Get(':id')
   @ApiQuery({ name: 'cursor', required: false, description: 'next_cursor of the previous page' })
   @ApiOkResponse({ description: 'Status counts and a page of item results.' })
-  get(@Param('id') id: string, @Query('cursor') cursor?: string) {
-    if (!ID_PATTERN.test(id)) throw new NotFoundException(`batch ${id} not found`);
-    return this.batches.view(id, cursor);
+  get(@Param('id') id: string, @Caller() caller: Principal, @Query('cursor') cursor?: string) {
+    return this.batches.view(caller, checkedId(id), cursor);
   }
 
   @Delete(':id')
   @HttpCode(202)
   @ApiAcceptedResponse({ description: 'Cancels every item not yet finished.' })
-  cancel(@Param('id') id: string) {
-    if (!ID_PATTERN.test(id)) throw new NotFoundException(`batch ${id} not found`);
-    return this.batches.cancel(id);
+  cancel(@Param('id') id: string, @Caller() caller: Principal) {
+    return this.lifecycle.cancelBatch(caller, checkedId(id));
   }
 }

@@ -1,6 +1,7 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
-import { QueueName } from '@flexy/contracts';
+import { QueueName, isTerminalStatus } from '@flexy/contracts';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { GenerationsRepository, type GenerationWithImages } from '@flexy/persistence';
 import { QueueEvents } from 'bullmq';
 import IORedis from 'ioredis';
 
@@ -14,7 +15,10 @@ export class CompletionWaiter implements OnModuleInit, OnModuleDestroy {
   private events!: QueueEvents;
   private readonly waiters = new Map<string, Set<() => void>>();
 
-  constructor(@Inject(APP_CONFIG) private readonly config: AppConfig) {}
+  constructor(
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
+    private readonly generations: GenerationsRepository,
+  ) {}
 
   async onModuleInit(): Promise<void> {
     this.events = new QueueEvents(QueueName.Generation, {
@@ -29,6 +33,20 @@ export class CompletionWaiter implements OnModuleInit, OnModuleDestroy {
 
   async onModuleDestroy(): Promise<void> {
     await this.events?.close();
+  }
+
+  /** The record once it is terminal (succeeded, failed, cancelled), or null if `timeoutMs` passes first. */
+  async terminal(id: string, timeoutMs: number): Promise<GenerationWithImages | null> {
+    let latest: GenerationWithImages | null = null;
+    const done = await this.waitUntil(
+      id,
+      async () => {
+        latest = await this.generations.findById(id);
+        return !!latest && isTerminalStatus(latest.status);
+      },
+      timeoutMs,
+    );
+    return done ? latest : null;
   }
 
   /**

@@ -1,20 +1,9 @@
+import { generationLinks, generationUrls } from '@flexy/contracts';
 import type { GenerationWithImages } from '@flexy/persistence';
-
-/** Where a generation's resource, image and live events are. */
-export function generationLinks(id: string) {
-  const base = `/v1/generations/${id}`;
-  return { self: base, image: `${base}/image`, events: `${base}/events` };
-}
 
 /** The public JSON shape of a generation (snake_case, stable for clients). */
 export function generationView(g: GenerationWithImages) {
-  const base = `/v1/generations/${g.id}`;
-  const images = (g.images ?? []).map((img) => ({
-    index: img.index,
-    width: img.width,
-    height: img.height,
-    url: `${base}/image?index=${img.index}`,
-  }));
+  const images = (g.images ?? []).map((img) => ({ index: img.index, width: img.width, height: img.height, url: generationUrls.image(g.id, img.index) }));
   return {
     id: g.id,
     status: g.status,
@@ -31,18 +20,7 @@ export function generationView(g: GenerationWithImages) {
     },
     weights: g.weights,
     model_revision: g.modelRevision,
-    timings:
-      g.status === 'succeeded'
-        ? {
-            queue_wait_ms: g.queueWaitMs,
-            load_ms: g.loadMs,
-            text_encode_ms: g.textEncodeMs,
-            denoise_ms: g.denoiseMs,
-            decode_ms: g.decodeMs,
-            encode_store_ms: g.encodeStoreMs,
-            total_ms: g.totalMs,
-          }
-        : null,
+    timings: g.status === 'succeeded' ? timingsView(g) : null,
     image_url: g.status === 'succeeded' && images.length ? images[0].url : null,
     images,
     error: g.errorCode ? { code: g.errorCode, message: g.errorMessage, field: g.errorField } : null,
@@ -50,5 +28,17 @@ export function generationView(g: GenerationWithImages) {
     started_at: g.startedAt,
     finished_at: g.finishedAt,
     links: generationLinks(g.id),
+  };
+}
+
+export function timingsView(g: GenerationWithImages) {
+  return {
+    queue_wait_ms: g.queueWaitMs,
+    load_ms: g.loadMs,
+    text_encode_ms: g.textEncodeMs,
+    denoise_ms: g.denoiseMs,
+    decode_ms: g.decodeMs,
+    encode_store_ms: g.encodeStoreMs,
+    total_ms: g.totalMs,
   };
 }

@@ -1,25 +1,21 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
 import {
   appendGenerationEvent,
-  cancelFlagKey,
-  inflightKey,
   InvalidJobPayloadError,
   JobName,
   parseGenerateJob,
-  QueueName,
   type GenerateJobPayload,
   type GenerateJobProgress,
   type GenerateJobResult,
   type GenerationEvent,
   type RawImageRef,
   type ResultMessage,
-  type WebhookJobPayload,
 } from '@flexy/contracts';
 import { REDIS } from '@flexy/config';
 import { engineSpec, jobDeadlineMs } from '@flexy/engines';
-import { GenerationsRepository } from '@flexy/persistence';
+import { GenerationLifecycle } from '@flexy/generations';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import { Queue, UnrecoverableError, WaitingError, type Job } from 'bullmq';
+import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type Redis from 'ioredis';
 import sharp from 'sharp';
 import { OnJob } from '../jobs/on-job.decorator';
@@ -29,37 +25,23 @@ import { WorkerLostError, type RawImage, type WorkerProcess } from '../workers/w
 import { encodePng } from './png-encoder';
 
 const PREVIEW_EVERY_STEPS = 4;
-const WEBHOOK_ATTEMPTS = 5;
-
-/** Worker error codes that retrying cannot fix. */
-const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
-/** Retried once at most: a job that does it twice is likely its cause (and each poisoned context costs a restart). */
-const ONCE_CODES = new Set(['oom', 'cuda_fatal']);
-
-type ErrorInfo = { code: string; message: string; field: string | null };
-type Ending = { status: 'succeeded' } | { status: 'failed'; error: ErrorInfo } | { status: 'cancelled' };
 
 /**
  * Runs one generation: hands it to an idle Python worker, encodes what comes back as PNG with the
- * parameters embedded, stores it and records the result. Safe to run twice for the same job id
- * (at-least-once delivery): a finished record is left alone and image files are keyed by job id.
+ * parameters embedded and stores it; every transition of the record (start, requeue, settle) goes
+ * through the GenerationLifecycle. Safe to run twice for the same job id (at-least-once delivery): a
+ * finished record is left alone and image files are keyed by job id.
  */
 @Injectable()
 export class GenerateHandler {
   private readonly logger = new Logger(GenerateHandler.name);
-  private readonly webhooks: Queue;
 
   constructor(
     private readonly pool: WorkerPool,
-    private readonly generations: GenerationsRepository,
+    private readonly lifecycle: GenerationLifecycle,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
     @Inject(REDIS) private readonly redis: Redis,
-  ) {
-    this.webhooks = new Queue(QueueName.Webhook, { connection: redis });
-    // Without a listener BullMQ prints each connection error while Redis is away; adding a webhook
-    // job fails visibly on its own and the connection reconnects by itself.
-    this.webhooks.on('error', () => undefined);
-  }
+  ) {}
 
   @OnJob(JobName.Generate)
   async handle(job: Job, token?: string, signal?: AbortSignal): Promise<GenerateJobResult> {
@@ -69,19 +51,12 @@ export class GenerateHandler {
     } catch (err) {
       if (!(err instanceof InvalidJobPayloadError)) throw err;
       const id = typeof job.data?.generationId === 'string' ? job.data.generationId : job.id!;
-      await this.generations.markFailed(id, { code: 'bad_input', message: err.message, field: null }).catch(() => undefined);
+      await this.lifecycle.refuseJob(id, err.message).catch(() => undefined);
       throw new UnrecoverableError(err.message);
     }
     const id = payload.generationId;
-    // Both checks are on every job's path: asked together, they cost one round trip, not two.
-    const [existing, cancelRequested] = await Promise.all([this.generations.findById(id), this.redis.exists(cancelFlagKey(id))]);
-    if (existing && ['succeeded', 'failed', 'cancelled'].includes(existing.status)) {
-      return { generationId: id, status: existing.status as GenerateJobResult['status'], imageCount: existing.images.length };
-    }
-    if (cancelRequested) {
-      await this.settle(payload, { status: 'cancelled' });
-      return { generationId: id, status: 'cancelled', imageCount: 0 };
-    }
+    const settled = await this.lifecycle.admit(payload);
+    if (settled) return settled;
     if (signal?.aborted) return this.giveBack(job, token, id, signal.reason);
     // Fetched just as this host's last worker went down: another host can start it sooner.
     if (this.pool.servingCount() === 0) return this.giveBack(job, token, id, 'shutdown', 'no worker of this host is serving');
@@ -100,16 +75,8 @@ export class GenerateHandler {
     const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
     try {
       // Concurrent, since every job pays for them. A cancel may have come while the job waited for a worker.
-      const [cancelledMeanwhile, , , references] = await Promise.all([
-        this.redis.exists(cancelFlagKey(id)),
-        this.generations.markRunning(id, worker.id),
-        this.event(id, { type: 'running', worker_id: worker.id }),
-        this.loadReferences(payload.references),
-      ]);
-      if (cancelledMeanwhile) {
-        await this.settle(payload, { status: 'cancelled' });
-        return { generationId: id, status: 'cancelled', imageCount: 0 };
-      }
+      const [running, references] = await Promise.all([this.lifecycle.start(payload, worker.id), this.loadReferences(payload.references)]);
+      if (!running) return { generationId: id, status: 'cancelled', imageCount: 0 };
       const outcome = await worker.run(
         {
           type: 'generate',
@@ -149,8 +116,7 @@ export class GenerateHandler {
       if (signal?.aborted) return this.giveBack(job, token, id, signal.reason);
       const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
       this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
-      if (this.isFinalAttempt(job)) await this.settle(payload, { status: 'failed', error: { code, message: (err as Error).message, field: null } });
-      else await this.generations.markQueued(id);
+      await this.lifecycle.failAttempt(payload, { code, message: (err as Error).message, field: null }, this.attemptOf(job));
       throw err;
     } finally {
       clearTimeout(deadline);
@@ -171,7 +137,7 @@ export class GenerateHandler {
       // WaitingError tells BullMQ the job is no longer this worker's to finish.
       throw new WaitingError(`${id}: lock lost`);
     }
-    await this.generations.markQueued(id);
+    await this.lifecycle.requeue(id);
     try {
       await job.moveToWait(token);
       this.logger.log(`${id} put back in the queue: ${detail ?? 'the supervisor is shutting down'}`);
@@ -191,25 +157,20 @@ export class GenerateHandler {
     );
   }
 
-  private isFinalAttempt(job: Job): boolean {
-    return job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+  private attemptOf(job: Job): { made: number; max: number } {
+    return { made: job.attemptsMade, max: job.opts.attempts ?? 1 };
   }
 
   private async record(job: Job, p: GenerateJobPayload, result: ResultMessage, raw: RawImage[], queueWaitMs: number): Promise<GenerateJobResult> {
     const id = p.generationId;
     if (result.status === 'cancelled') {
-      await this.settle(p, { status: 'cancelled' });
+      await this.lifecycle.cancelled(p);
       return { generationId: id, status: 'cancelled', imageCount: 0 };
     }
     if (result.status === 'failed') {
       const error = result.error ?? { code: 'internal' as const, message: 'worker reported failure without detail', field: null };
-      // Out-of-memory and a poisoned context are retried once; input errors never are.
-      const once = ONCE_CODES.has(error.code) && job.attemptsMade >= 1;
-      if (FINAL_CODES.has(error.code) || once || this.isFinalAttempt(job)) {
-        await this.settle(p, { status: 'failed', error });
-        throw new UnrecoverableError(`${error.code}: ${error.message}`);
-      }
-      await this.generations.markQueued(id);
+      const next = await this.lifecycle.failAttempt(p, error, this.attemptOf(job));
+      if (next === 'failed') throw new UnrecoverableError(`${error.code}: ${error.message}`);
       throw new Error(`${error.code}: ${error.message}`);
     }
 
@@ -234,7 +195,7 @@ export class GenerateHandler {
     );
     const encodeStoreMs = performance.now() - encodeStart;
     const t = result.timings;
-    await this.generations.markSucceeded(id, {
+    await this.lifecycle.succeed(p, {
       weights: result.weights ?? 'demo',
       modelRevision: result.model_revision ?? null,
       timings: {
@@ -248,35 +209,7 @@ export class GenerateHandler {
       },
       images: stored,
     });
-    await this.settle(p, { status: 'succeeded' });
     return { generationId: id, status: 'succeeded', imageCount: stored.length };
-  }
-
-  /** Everything that follows a terminal outcome: the record, the client's event, the key's quota slot, the webhook. */
-  private async settle(p: GenerateJobPayload, ending: Ending): Promise<void> {
-    const id = p.generationId;
-    if (ending.status === 'failed') await this.generations.markFailed(id, ending.error);
-    if (ending.status === 'cancelled') await this.generations.markCancelled(id);
-    await this.event(
-      id,
-      ending.status === 'succeeded'
-        ? { type: 'succeeded', image_url: `/v1/generations/${id}/image` }
-        : ending.status === 'failed'
-          ? { type: 'failed', error: ending.error }
-          : { type: 'cancelled' },
-    );
-    if (p.apiKeyId) await this.redis.zrem(inflightKey(p.apiKeyId), id).catch(() => undefined);
-    if (p.webhookUrl) {
-      const webhook: WebhookJobPayload = { generationId: id, url: p.webhookUrl };
-      // The job id makes a repeated settle (at-least-once delivery) enqueue the webhook only once.
-      await this.webhooks.add(JobName.DeliverWebhook, webhook, {
-        jobId: `webhook-${id}`,
-        attempts: WEBHOOK_ATTEMPTS,
-        backoff: { type: 'exponential', delay: 1000 },
-        removeOnComplete: { age: 24 * 3600 },
-        removeOnFail: { age: 7 * 24 * 3600 },
-      });
-    }
   }
 
   private event(id: string, event: GenerationEvent): Promise<void> {

@@ -23,6 +23,7 @@ export type InterruptReason = 'shutdown' | 'lock-lost';
 const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
   [JobName.Generate]: QueueName.Generation,
   [JobName.DeliverWebhook]: QueueName.Webhook,
+  [JobName.ExpireGenerations]: QueueName.Maintenance,
 };
 
 /** After the grace period, how long interrupted jobs get to stop between steps before their workers are stopped. */

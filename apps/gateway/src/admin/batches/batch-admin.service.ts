@@ -1,4 +1,5 @@
 import { ConflictException, Injectable, NotFoundException } from '@nestjs/common';
+import { dashboardPrincipal } from '@flexy/generations';
 import { PrismaService } from '@flexy/persistence';
 import type { BatchDetail, BatchSummary } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
@@ -58,7 +59,7 @@ export class BatchAdminService {
     const b = await this.prisma.client.batch.findUnique({ where: { id }, select: { status: true } });
     if (!b) throw new NotFoundException(`batch ${id} not found`);
     if (b.status === 'completed' || b.status === 'cancelled') throw new ConflictException(`batch ${id} is already ${b.status}`);
-    const r = await this.gateway.batches.cancel(id);
+    const r = await this.gateway.lifecycle.cancelBatch(dashboardPrincipal('admin'), id);
     return { cancelled: r.cancelled, cancelling: r.cancelling };
   }
 }

@@ -1,13 +1,11 @@
 import { BadRequestException, ConflictException, Injectable, NotFoundException } from '@nestjs/common';
-import { QueueName, type GenerateJobProgress } from '@flexy/contracts';
+import { GENERATION_ID_PATTERN, isTerminalStatus, QueueName, type GenerateJobProgress } from '@flexy/contracts';
+import { dashboardPrincipal } from '@flexy/generations';
 import { PrismaService, type ApiKey, type Generation, type GenerationImage } from '@flexy/persistence';
-import { TERMINAL } from '../../generations/generations.service';
 import type { JobDetail, JobListItem, JobListPage, JobSearchQueryDto, PhaseTiming } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
-import { resubmit } from './resubmit';
 
 const DEFAULT_PAGE_SIZE = 25;
-const GENERATION_ID = /^gen_[0-9a-f]{32}$/;
 
 type Row = Generation & { apiKey?: Pick<ApiKey, 'id' | 'name' | 'prefix'> | null };
 
@@ -84,7 +82,7 @@ export class JobAdminService {
   async search(query: JobSearchQueryDto): Promise<JobListPage> {
     const limit = query.limit ?? DEFAULT_PAGE_SIZE;
     const filters: object[] = [];
-    if (query.q) filters.push(GENERATION_ID.test(query.q.trim()) ? { id: query.q.trim() } : { prompt: { contains: query.q } });
+    if (query.q) filters.push(GENERATION_ID_PATTERN.test(query.q.trim()) ? { id: query.q.trim() } : { prompt: { contains: query.q } });
     if (query.engine) filters.push({ engine: query.engine });
     if (query.status) filters.push({ status: query.status });
     if (query.api_key) filters.push({ OR: [{ apiKeyId: query.api_key }, { apiKey: { prefix: query.api_key } }] });
@@ -155,7 +153,7 @@ export class JobAdminService {
       sandboxRunId: g.sandboxRunId,
       batchId: g.batchId,
       queue,
-      cancellable: !TERMINAL.has(g.status),
+      cancellable: !isTerminalStatus(g.status),
       retryable: g.status === 'failed' || g.status === 'cancelled',
     };
   }
@@ -169,15 +167,13 @@ export class JobAdminService {
 
   /** The same cancel as DELETE /v1/generations/:id: removed at once if queued, stopped between two steps if running. */
   cancel(id: string): Promise<'cancelled' | 'cancelling'> {
-    if (!GENERATION_ID.test(id)) throw new NotFoundException(`generation ${id} not found`);
-    return this.gateway.generations.cancel(id);
+    if (!GENERATION_ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
+    return this.gateway.lifecycle.cancel(dashboardPrincipal('admin'), id);
   }
 
-  async retry(id: string): Promise<{ id: string }> {
-    const g = await this.prisma.client.generation.findUnique({ where: { id } });
-    if (!g) throw new NotFoundException(`generation ${id} not found`);
-    if (g.status !== 'failed' && g.status !== 'cancelled') throw new ConflictException(`generation ${id} is ${g.status}; only failed or cancelled ones are retried`);
-    const created = await resubmit(this.gateway.generations, g);
-    return { id: created.id };
+  retry(id: string): Promise<{ id: string }> {
+    if (!GENERATION_ID_PATTERN.test(id)) throw new NotFoundException(`generation ${id} not found`);
+    return this.gateway.lifecycle.resubmit(dashboardPrincipal('admin'), id);
   }
+
 }

@@ -2,10 +2,9 @@ import { BadRequestException, ConflictException, Injectable, NotFoundException }
 import { ORIGIN_PRIORITY, QueueName, type GenerateJobProgress } from '@flexy/contracts';
 import { GenerationsRepository } from '@flexy/persistence';
 import type { Job, JobType, Queue } from 'bullmq';
-import { TERMINAL } from '../../generations/generations.service';
 import { QUEUE_JOB_STATES, type QueueJobPage, type QueueJobRow, type QueueJobState, type QueueSummary } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
-import { resubmit } from '../jobs/resubmit';
+import { dashboardPrincipal } from '@flexy/generations';
 
 export const QUEUE_PAGE_SIZE = 20;
 const HOUR_MS = 3600_000;
@@ -145,8 +144,8 @@ export class QueueAdminService {
     const newIds: string[] = [];
     for (const job of failed.filter(Boolean)) {
       const record = name === QueueName.Generation ? await this.generations.findById(job.id!) : null;
-      if (record && TERMINAL.has(record.status)) {
-        newIds.push((await resubmit(this.gateway.generations, record)).id);
+      if (record && (record.status === 'failed' || record.status === 'cancelled')) {
+        newIds.push((await this.gateway.lifecycle.resubmit(dashboardPrincipal('admin'), record.id)).id);
         await job.remove().catch(() => undefined);
       } else {
         await job.retry('failed');

@@ -1,7 +1,8 @@
 import { BadRequestException, Injectable } from '@nestjs/common';
 import { QueueName, type GenerateJobProgress } from '@flexy/contracts';
 import { PrismaService } from '@flexy/persistence';
-import { TERMINAL } from '../../generations/generations.service';
+import { isTerminalStatus } from '@flexy/contracts';
+import { dashboardPrincipal } from '@flexy/generations';
 import type { PhaseTiming, SandboxEngineResult, SandboxRunDetail, SandboxRunFormDto, SandboxRunPage } from '../admin.dto';
 import { GatewayServices } from '../gateway-services';
 import { adminImageUrl } from '../jobs/job-admin.service';
@@ -36,7 +37,7 @@ export class SandboxAdminService {
   ) {}
 
   async start(form: SandboxRunFormDto): Promise<{ id: string }> {
-    return this.gateway.sandbox.create({
+    return this.gateway.lifecycle.acceptSandboxRun(dashboardPrincipal('admin'), {
       prompt: form.prompt,
       engines: form.engines,
       seed: form.seed,
@@ -67,7 +68,7 @@ export class SandboxAdminService {
         prompt: r.prompt,
         engines: r.engines as unknown as string[],
         // The record is closed only by a waiting caller; the members tell the truth meanwhile.
-        status: r.status === 'running' && r.generations.every((g) => TERMINAL.has(g.status)) ? 'completed' : r.status,
+        status: r.status === 'running' && r.generations.every((g) => isTerminalStatus(g.status)) ? 'completed' : r.status,
         createdAt: r.createdAt.toISOString(),
         finishedAt: r.finishedAt?.toISOString() ?? null,
       })),
@@ -76,7 +77,7 @@ export class SandboxAdminService {
   }
 
   async detail(id: string): Promise<SandboxRunDetail> {
-    const view = await this.gateway.sandbox.view(id, { inlineImages: false });
+    const view = await this.gateway.sandbox.view(dashboardPrincipal('readonly'), id, { inlineImages: false });
     const queue = this.gateway.queue(QueueName.Generation);
     const results: SandboxEngineResult[] = await Promise.all(
       view.results.map(async (r) => {
