@@ -2,6 +2,7 @@
 // inputs are unchanged, so `npm start` and `npm test` pay for it once.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATA_DIR, ROOT, fileHash, log, run, stamped, which } from './lib.mjs';
@@ -64,8 +65,17 @@ export function migrate(env = process.env) {
   run('npm', ['run', '--silent', 'db:migrate'], { env });
 }
 
+/**
+ * `names` (all when null) validated by the service's schema (libs/config); a bad one ends the process
+ * with its message. Reads the build, so it runs after build().
+ */
+export function validatedSettings(program, names, env = process.env) {
+  const config = createRequire(import.meta.url)(join(ROOT, 'dist/libs/config/src/index.js'));
+  return config.orExitOnBadConfig(program, () => (names ? config.parseSomeSettings(env, names) : config.parseSettings(env)));
+}
+
 export function demoSnapshots(modelsDir) {
-  if (process.env.DEMO_SNAPSHOTS === 'off') return;
+  if (!validatedSettings('setup', ['DEMO_SNAPSHOTS']).DEMO_SNAPSHOTS) return;
   stamped(`demo-snapshots-${createHash('sha256').update(modelsDir).digest('hex').slice(0, 8)}`, fileHash(join(PY, 'flexy_worker/demo_snapshots.py'), join(PY, 'uv.lock')), () => {
     log(`building demo snapshots (tiny random weights) in ${modelsDir}`);
     run(WORKER_PYTHON, ['-m', 'flexy_worker.demo_snapshots', '--out', modelsDir], { cwd: PY });

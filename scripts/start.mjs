@@ -4,7 +4,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DATA_DIR, ROOT, freePort, log, spawnChild, waitForHttp } from './lib.mjs';
-import { demoSnapshots, migrate, setup } from './setup.mjs';
+import { demoSnapshots, migrate, setup, validatedSettings } from './setup.mjs';
 
 const children = [];
 let stopping = false;
@@ -47,6 +47,8 @@ async function main() {
   env.MODELS_DIR ||= join(DATA_DIR, 'models');
   env.PORT ||= '3000';
   env.HOST ||= '127.0.0.1';
+  // Every setting is checked here, so a bad one stops `npm start` with its message before anything runs.
+  validatedSettings('npm start', null, env);
   migrate(env);
   demoSnapshots(env.MODELS_DIR);
 

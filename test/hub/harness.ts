@@ -12,12 +12,12 @@ export const ROOT = join(__dirname, '..', '..');
 const OUT = join(ROOT, 'test-artifacts', 'hub-cli');
 export const CLI = join(OUT, 'libs', 'hub', 'src', 'cli.js');
 
-/** Compiles libs/hub and libs/engines with swc into test-artifacts (inside the repo, so node_modules resolves). */
+/** Compiles libs/hub and what it imports (engines, config) with swc into test-artifacts (inside the repo, so node_modules resolves). */
 export function buildCli(): void {
   rmSync(OUT, { recursive: true, force: true });
   execFileSync(
     join(ROOT, 'node_modules', '.bin', 'swc'),
-    ['libs/hub/src', 'libs/engines/src', '-d', OUT, '--ignore', '**/*.spec.ts', '-q'],
+    ['libs/hub/src', 'libs/engines/src', 'libs/config/src', '-d', OUT, '--ignore', '**/*.spec.ts', '-q'],
     { cwd: ROOT, stdio: 'pipe' },
   );
   if (!existsSync(CLI)) throw new Error(`swc did not produce ${CLI}`);

@@ -3,17 +3,17 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
-import { APP_CONFIG, loadConfig, type AppConfig } from '@flexy/config';
+import { loadConfig, orExitOnBadConfig, type AppConfig } from '@flexy/config';
 import cluster from 'node:cluster';
 import { HttpErrorFilter } from './common/http-error.filter';
 import { loopbackHostOnly, trustProxySetting } from './common/loopback-host.middleware';
 import { createValidationPipe } from './common/validation';
-import { GatewayModule } from './gateway.module';
 import { runProcessCluster } from './process-cluster';
 
-async function bootstrap(): Promise<void> {
+async function bootstrap(config: AppConfig): Promise<void> {
+  // The module reads the configuration as it loads, so it is loaded only once the configuration passed.
+  const { GatewayModule } = await import('./gateway.module');
   const app = await NestFactory.create<NestExpressApplication>(GatewayModule, { bodyParser: false });
-  const config = app.get<AppConfig>(APP_CONFIG);
   if (config.openAccess) app.use(loopbackHostOnly());
   app.set('trust proxy', trustProxySetting(config.trustProxy));
   // Reference images arrive as base64 in JSON; the cap is what the largest valid request needs, so a
@@ -33,11 +33,12 @@ async function bootstrap(): Promise<void> {
   if (config.openAccess) Logger.warn('open access: no API key needed (loopback only); set AUTH_MODE=keys to require keys', 'Gateway');
 }
 
-const { gatewayProcesses } = loadConfig();
-if (gatewayProcesses > 1 && cluster.isPrimary) {
-  runProcessCluster(gatewayProcesses);
+// A bad setting ends the process here with its message, before anything starts.
+const config = orExitOnBadConfig('gateway', () => loadConfig());
+if (config.gatewayProcesses > 1 && cluster.isPrimary) {
+  runProcessCluster(config.gatewayProcesses);
 } else {
-  void bootstrap().catch((err) => {
+  void bootstrap(config).catch((err) => {
     Logger.error(err instanceof Error ? err.stack : String(err), 'Gateway');
     process.exit(1);
   });

@@ -1,14 +1,14 @@
 import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
-import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { loadConfig, orExitOnBadConfig, type AppConfig } from '@flexy/config';
 import { QueueWorkerService } from './jobs/queue-worker.service';
-import { SupervisorModule } from './supervisor.module';
 
 /** The supervisor has no HTTP surface: it consumes queues and owns this host's Python workers. */
-async function bootstrap(): Promise<void> {
+async function bootstrap(config: AppConfig): Promise<void> {
+  // The module reads the configuration as it loads, so it is loaded only once the configuration passed.
+  const { SupervisorModule } = await import('./supervisor.module');
   const app = await NestFactory.createApplicationContext(SupervisorModule, { bufferLogs: false });
-  const config = app.get<AppConfig>(APP_CONFIG);
   // Not Nest's shutdown hooks: they re-raise the signal at the end (exit by SIGTERM, not 0), and they
   // run onModuleDestroy (the database client among them) before the running jobs have finished.
   let stopping = false;
@@ -42,7 +42,9 @@ async function bootstrap(): Promise<void> {
   Logger.log(`supervisor ${process.pid} started`, 'Supervisor');
 }
 
-void bootstrap().catch((err) => {
+// A bad setting ends the process here with its message, before any worker starts.
+const config = orExitOnBadConfig('supervisor', () => loadConfig());
+void bootstrap(config).catch((err) => {
   Logger.error(err instanceof Error ? err.stack : String(err), 'Supervisor');
   process.exit(1);
 });

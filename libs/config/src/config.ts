@@ -1,9 +1,11 @@
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { isAbsolute, join, resolve } from 'node:path';
+import { LOOPBACK_HOSTS, parseSettings, SETTING_NAMES, settingDoc, type Settings } from './settings';
 
 /** The repository root, found from this file whether it runs from src/ (tests) or dist/ (built). */
 export const REPO_ROOT = resolve(__dirname, __dirname.includes(`${join('dist', 'libs')}`) ? '../../../..' : '../../..');
 
+/** What the gateway, the supervisor and the keys CLI read; built from the validated settings (settings.ts). */
 export interface AppConfig {
   host: string;
   port: number;
@@ -19,7 +21,11 @@ export interface AppConfig {
   engineCatalogPath: string;
   /** 'auto' gives one worker per visible GPU, or one CPU worker when there is none. */
   workerDevices: string;
+  /** CUDA_VISIBLE_DEVICES as the supervisor was started with it (undefined when unset). */
+  cudaVisibleDevices: string | undefined;
   workerPreload: string[];
+  /** This supervisor's name in worker ids and status keys. */
+  supervisorHostId: string;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
   /** A running job with no new step for this long (after its first) has its worker restarted. */
@@ -50,84 +56,82 @@ export interface AppConfig {
   retentionDays: number;
   /** Event streams one API key (or the anonymous owner) may hold open at once, across all gateways. */
   sseMaxStreamsPerOwner: number;
+  adminPassword: string | undefined;
+  adminReadonlyPassword: string | undefined;
+  /**
+   * The worker's own settings (those whose readers include the worker), validated here and given to
+   * each worker in its environment: the worker's one channel of settings.
+   */
+  workerEnv: Readonly<Record<string, string>>;
 }
 
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value)) throw new Error(`${name} must be a number, got "${raw}"`);
-  return value;
-}
+export const isLoopback = (host: string): boolean => LOOPBACK_HOSTS.includes(host);
 
-function path(env: NodeJS.ProcessEnv, name: string, fallback: string): string {
-  const raw = env[name];
-  if (!raw) return fallback;
-  return isAbsolute(raw) ? raw : resolve(REPO_ROOT, raw);
-}
+const fromRoot = (path: string) => (isAbsolute(path) ? path : resolve(REPO_ROOT, path));
 
-function bool(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (raw !== 'true' && raw !== 'false') throw new Error(`${name} must be "true" or "false", got "${raw}"`);
-  return raw === 'true';
-}
-
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
-const MIN_WEBHOOK_SECRET_BYTES = 32;
-
-/**
- * The public development secret would let anyone forge deliveries, so it stays on loopback. The
- * supervisor listens nowhere: a Redis beyond loopback says it serves a deployment all the same.
- */
-function webhookSecret(env: NodeJS.ProcessEnv, host: string, redisUrl: string): string {
-  const secret = env.WEBHOOK_SECRET ?? '';
-  const redisHost = URL.canParse(redisUrl) ? new URL(redisUrl).hostname.replace(/^\[|\]$/g, '') : '';
-  const offLoopback = !LOOPBACK.has(host) ? `HOST is ${host}` : redisHost && !LOOPBACK.has(redisHost) ? `REDIS_URL is on ${redisHost}` : null;
-  if (offLoopback && Buffer.byteLength(secret) < MIN_WEBHOOK_SECRET_BYTES) {
-    throw new Error(`WEBHOOK_SECRET must be set to at least ${MIN_WEBHOOK_SECRET_BYTES} bytes off loopback (${offLoopback}); e.g. openssl rand -hex 32`);
+/** The settings the worker reads, as environment variables (paths made absolute: the worker runs elsewhere). */
+function workerEnvironment(s: Settings, paths: { modelsDir: string; engineCatalogPath: string }): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of SETTING_NAMES) {
+    if (!settingDoc(name).readers.includes('worker')) continue;
+    const value = s[name];
+    if (value === undefined) continue;
+    env[name] = Array.isArray(value) ? value.join(',') : String(value);
   }
-  return secret || 'flexyface-dev-webhook-secret';
+  env.MODELS_DIR = paths.modelsDir;
+  env.FLEXY_ENGINE_CATALOG = paths.engineCatalogPath;
+  if (s.FLEXY_COMPILE_CACHE) env.FLEXY_COMPILE_CACHE = fromRoot(s.FLEXY_COMPILE_CACHE);
+  return env;
 }
 
+/** The service reads process.env once, on first use: every later call gets the same object. */
+let cached: AppConfig | undefined;
+
+/** Validates `env` against the schema and derives the configuration; throws ConfigError naming each bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
-  const dataDir = path(env, 'DATA_DIR', join(REPO_ROOT, '.data'));
-  const host = env.HOST || '127.0.0.1';
-  // AUTH_MODE=keys forces keys everywhere; open access is refused beyond loopback.
-  const authMode = env.AUTH_MODE || (LOOPBACK.has(host) ? 'open' : 'keys');
-  if (authMode !== 'open' && authMode !== 'keys') throw new Error(`AUTH_MODE must be "open" or "keys", got "${authMode}"`);
-  if (authMode === 'open' && !LOOPBACK.has(host)) throw new Error(`AUTH_MODE=open is only allowed on a loopback HOST, not ${host}`);
-  const redisUrl = env.REDIS_URL || 'redis://127.0.0.1:6379';
-  return {
-    host,
-    port: int(env, 'PORT', 3000),
-    gatewayProcesses: env.GATEWAY_PROCESSES === 'auto' ? availableParallelism() : Math.max(1, int(env, 'GATEWAY_PROCESSES', 1)),
-    redisUrl,
-    databaseUrl: env.DATABASE_URL || `file:${join(dataDir, 'flexyface.db')}`,
+  if (env === process.env && cached) return cached;
+  const s = parseSettings(env);
+  const dataDir = fromRoot(s.DATA_DIR ?? '.data');
+  const modelsDir = fromRoot(s.MODELS_DIR ?? join(dataDir, 'models'));
+  const engineCatalogPath = fromRoot(s.FLEXY_ENGINE_CATALOG ?? 'libs/engines/engine-catalog.json');
+  const config: AppConfig = {
+    host: s.HOST,
+    port: s.PORT,
+    gatewayProcesses: s.GATEWAY_PROCESSES === 'auto' ? availableParallelism() : s.GATEWAY_PROCESSES,
+    redisUrl: s.REDIS_URL,
+    databaseUrl: s.DATABASE_URL ?? `file:${join(dataDir, 'flexyface.db')}`,
     dataDir,
-    imagesDir: path(env, 'IMAGES_DIR', join(dataDir, 'images')),
-    modelsDir: path(env, 'MODELS_DIR', join(dataDir, 'models')),
-    workerPython: path(env, 'WORKER_PYTHON', join(REPO_ROOT, 'worker-python/.venv/bin/python')),
-    engineCatalogPath: path(env, 'FLEXY_ENGINE_CATALOG', join(REPO_ROOT, 'libs/engines/engine-catalog.json')),
-    workerDevices: env.WORKER_DEVICES || 'auto',
-    workerPreload: (env.WORKER_PRELOAD || '').split(',').filter(Boolean),
-    heartbeatIntervalMs: int(env, 'WORKER_HEARTBEAT_INTERVAL_MS', 2000),
-    heartbeatTimeoutMs: int(env, 'WORKER_HEARTBEAT_TIMEOUT_MS', 10000),
-    workerStallTimeoutMs: int(env, 'WORKER_STALL_TIMEOUT_MS', 120_000),
-    workerKillGraceMs: int(env, 'WORKER_KILL_GRACE_MS', 3000),
-    workerHealthyAfterMs: int(env, 'WORKER_HEALTHY_AFTER_MS', 60_000),
-    supervisorGraceMs: int(env, 'SUPERVISOR_GRACE_MS', 20_000),
-    queueLockDurationMs: int(env, 'QUEUE_LOCK_DURATION_MS', 30_000),
-    queueStalledIntervalMs: int(env, 'QUEUE_STALLED_INTERVAL_MS', 15_000),
-    syncWaitMs: int(env, 'SYNC_WAIT_MS', 300_000),
-    openAccess: authMode === 'open',
-    webhookSecret: webhookSecret(env, host, redisUrl),
-    webhookAllowPrivate: bool(env, 'WEBHOOK_ALLOW_PRIVATE', false),
-    maxBodyBytes: int(env, 'MAX_BODY_BYTES', 16 * 1024 * 1024),
-    trustProxy: env.TRUST_PROXY || '',
-    retentionDays: int(env, 'RETENTION_DAYS', 30),
-    sseMaxStreamsPerOwner: int(env, 'SSE_MAX_STREAMS_PER_KEY', 16),
+    imagesDir: fromRoot(s.IMAGES_DIR ?? join(dataDir, 'images')),
+    modelsDir,
+    workerPython: fromRoot(s.WORKER_PYTHON ?? 'worker-python/.venv/bin/python'),
+    engineCatalogPath,
+    workerDevices: s.WORKER_DEVICES,
+    cudaVisibleDevices: s.CUDA_VISIBLE_DEVICES,
+    workerPreload: s.WORKER_PRELOAD,
+    supervisorHostId: s.SUPERVISOR_HOST_ID ?? hostname(),
+    heartbeatIntervalMs: s.WORKER_HEARTBEAT_INTERVAL_MS,
+    heartbeatTimeoutMs: s.WORKER_HEARTBEAT_TIMEOUT_MS,
+    workerStallTimeoutMs: s.WORKER_STALL_TIMEOUT_MS,
+    workerKillGraceMs: s.WORKER_KILL_GRACE_MS,
+    workerHealthyAfterMs: s.WORKER_HEALTHY_AFTER_MS,
+    supervisorGraceMs: s.SUPERVISOR_GRACE_MS,
+    queueLockDurationMs: s.QUEUE_LOCK_DURATION_MS,
+    queueStalledIntervalMs: s.QUEUE_STALLED_INTERVAL_MS,
+    syncWaitMs: s.SYNC_WAIT_MS,
+    // AUTH_MODE=keys forces keys everywhere; the schema refuses open access beyond loopback.
+    openAccess: (s.AUTH_MODE ?? (isLoopback(s.HOST) ? 'open' : 'keys')) === 'open',
+    webhookSecret: s.WEBHOOK_SECRET,
+    webhookAllowPrivate: s.WEBHOOK_ALLOW_PRIVATE,
+    maxBodyBytes: s.MAX_BODY_BYTES,
+    trustProxy: s.TRUST_PROXY ?? '',
+    retentionDays: s.RETENTION_DAYS,
+    sseMaxStreamsPerOwner: s.SSE_MAX_STREAMS_PER_KEY,
+    adminPassword: s.ADMIN_PASSWORD,
+    adminReadonlyPassword: s.ADMIN_READONLY_PASSWORD,
+    workerEnv: workerEnvironment(s, { modelsDir, engineCatalogPath }),
   };
+  if (env === process.env) cached = config;
+  return config;
 }
 
 /** Injection token for the AppConfig object. */

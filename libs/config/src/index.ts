@@ -1,1 +1,4 @@
 export * from './config';
+export * from './settings';
+export * from './startup';
+export * from './settings-table';

@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { REPO_ROOT } from '@flexy/config';
+import { CONFIG_ERROR_EXIT_CODE, ConfigError, parseSomeSettings, REPO_ROOT, type Settings } from '@flexy/config';
 import { ENGINE_CATALOG, ENGINE_IDS, isEngineId, type EngineId, type EngineSpec } from '@flexy/engines';
 import { PullError } from './errors';
 import { formatBytes, shortRevision } from './format';
@@ -49,9 +49,9 @@ Environment:
 Engines: ${ENGINE_IDS.join(', ')}
 `;
 
-function offline(env: NodeJS.ProcessEnv): boolean {
-  return ['1', 'true', 'yes', 'on'].includes(String(env.HF_HUB_OFFLINE ?? '').toLowerCase());
-}
+/** The settings this CLI reads (libs/config/src/settings.ts); a service's bad setting does not stop it. */
+const HUB_SETTINGS = ['MODELS_DIR', 'HF_TOKEN', 'HUGGING_FACE_HUB_TOKEN', 'HF_TOKEN_PATH', 'HF_ENDPOINT', 'HF_HUB_OFFLINE', 'FLEXY_HUB_STALL_SECONDS', 'WORKER_PYTHON'] as const;
+type HubSettings = Pick<Settings, (typeof HUB_SETTINGS)[number]>;
 
 function pickEngines(names: string[], io: CliIo): EngineSpec[] | null {
   const unknown = names.filter((n) => !isEngineId(n));
@@ -67,13 +67,13 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
 }
 
-async function list(io: CliIo, modelsDir: string, remote: boolean, json: boolean): Promise<number> {
-  if (remote && offline(io.env)) {
+async function list(io: CliIo, settings: HubSettings, modelsDir: string, remote: boolean, json: boolean): Promise<number> {
+  if (remote && settings.HF_HUB_OFFLINE) {
     io.err.write('HF_HUB_OFFLINE is set: --remote would reach the hub. Run `list` without it.\n');
     return 1;
   }
-  const hubUrl = hubUrlFrom(io.env);
-  const token = tokenFrom(io.env);
+  const hubUrl = hubUrlFrom(settings);
+  const token = tokenFrom(settings);
   type Row = SnapshotState & {
     engine: string;
     repo: string;
@@ -117,13 +117,19 @@ async function list(io: CliIo, modelsDir: string, remote: boolean, json: boolean
   return 0;
 }
 
-async function pull(io: CliIo, modelsDir: string, specs: EngineSpec[], opts: { force: boolean; revision?: string; jobs: number; xet: boolean }): Promise<number> {
-  if (offline(io.env)) {
+async function pull(
+  io: CliIo,
+  settings: HubSettings,
+  modelsDir: string,
+  specs: EngineSpec[],
+  opts: { force: boolean; revision?: string; jobs: number; xet: boolean },
+): Promise<number> {
+  if (settings.HF_HUB_OFFLINE) {
     io.err.write('HF_HUB_OFFLINE is set: this environment must not reach the hub. Pull where the hub is reachable (a build stage, a setup host) and mount MODELS_DIR.\n');
     return 1;
   }
-  const hubUrl = hubUrlFrom(io.env);
-  const token = tokenFrom(io.env);
+  const hubUrl = hubUrlFrom(settings);
+  const token = tokenFrom(settings);
   const reporter = new ProgressReporter(io.out);
   let failed = 0;
   for (const spec of specs) {
@@ -138,7 +144,7 @@ async function pull(io: CliIo, modelsDir: string, specs: EngineSpec[], opts: { f
         concurrency: opts.jobs,
         xet: opts.xet,
         reporter,
-        stallTimeoutMs: Number(io.env.FLEXY_HUB_STALL_SECONDS ?? 60) * 1000,
+        stallTimeoutMs: settings.FLEXY_HUB_STALL_SECONDS * 1000,
       });
       if (result.status === 'skipped') {
         reporter.line(
@@ -216,8 +222,8 @@ async function verify(io: CliIo, modelsDir: string, specs: EngineSpec[] | null, 
 }
 
 /** The writer is Python (it builds the models with diffusers and transformers): run it, relaying its output. */
-function writeRandomSnapshots(io: CliIo, modelsDir: string, specs: EngineSpec[], flags: string[]): Promise<number> {
-  const python = io.env.WORKER_PYTHON || join(REPO_ROOT, 'worker-python/.venv/bin/python');
+function writeRandomSnapshots(io: CliIo, settings: HubSettings, modelsDir: string, specs: EngineSpec[], flags: string[]): Promise<number> {
+  const python = settings.WORKER_PYTHON ?? join(REPO_ROOT, 'worker-python/.venv/bin/python');
   const args = [join(REPO_ROOT, 'bench/gpu/snapshots.py'), '--out', modelsDir, ...specs.flatMap((s) => ['--engine', s.id]), ...flags];
   return new Promise((resolvePromise) => {
     const child = spawn(python, args, { env: { ...io.env, PYTHONUNBUFFERED: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -261,11 +267,19 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
     (values.help ? io.out : io.err).write(USAGE);
     return values.help ? 0 : 2;
   }
-  const modelsDir = values['models-dir'] ? defaultModelsDir({ MODELS_DIR: values['models-dir'] }) : defaultModelsDir(io.env);
+  let settings: HubSettings;
+  try {
+    settings = parseSomeSettings(io.env, HUB_SETTINGS);
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.err.write(`models: invalid configuration\n${error.problems.map((p) => `  ${p}\n`).join('')}`);
+    return CONFIG_ERROR_EXIT_CODE;
+  }
+  const modelsDir = defaultModelsDir({ MODELS_DIR: values['models-dir'] ?? settings.MODELS_DIR });
 
   switch (command) {
     case 'list':
-      return list(io, modelsDir, values.remote, values.json);
+      return list(io, settings, modelsDir, values.remote, values.json);
     case 'pull': {
       if (values.all && names.length > 0) {
         io.err.write('Name engines or pass --all, not both.\n');
@@ -286,7 +300,7 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
         io.err.write('--jobs takes a whole number from 1 to 16.\n');
         return 2;
       }
-      return pull(io, modelsDir, specs, { force: values.force, revision: values.revision, jobs, xet: !values['no-xet'] });
+      return pull(io, settings, modelsDir, specs, { force: values.force, revision: values.revision, jobs, xet: !values['no-xet'] });
     }
     case 'verify': {
       const specs = names.length > 0 ? pickEngines(names, io) : null;
@@ -301,7 +315,7 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
         return 2;
       }
       const flags = [values.force && '--force', values.tiny && '--tiny', values['flux2-text-encoder'] && '--flux2-text-encoder'];
-      return writeRandomSnapshots(io, modelsDir, specs, flags.filter((f): f is string => typeof f === 'string'));
+      return writeRandomSnapshots(io, settings, modelsDir, specs, flags.filter((f): f is string => typeof f === 'string'));
     }
     default:
       io.err.write(`Unknown command: ${command}\n\n${USAGE}`);

@@ -104,12 +104,12 @@ export interface PullResult {
   outcomes: Record<FileOutcome, number>;
 }
 
-export function hubUrlFrom(env: NodeJS.ProcessEnv = process.env): string {
+export function hubUrlFrom(env: { HF_ENDPOINT?: string } = process.env): string {
   return (env.HF_ENDPOINT || DEFAULT_HUB_URL).replace(/\/+$/, '');
 }
 
 /** HF_TOKEN, else the file HF_TOKEN_PATH names (a Docker or compose secret), as the hub's Python client reads them. */
-export function tokenFrom(env: NodeJS.ProcessEnv = process.env): string | undefined {
+export function tokenFrom(env: { HF_TOKEN?: string; HUGGING_FACE_HUB_TOKEN?: string; HF_TOKEN_PATH?: string } = process.env): string | undefined {
   const direct = env.HF_TOKEN || env.HUGGING_FACE_HUB_TOKEN;
   if (direct) return direct.trim();
   if (env.HF_TOKEN_PATH && existsSync(env.HF_TOKEN_PATH)) return readFileSync(env.HF_TOKEN_PATH, 'utf8').trim() || undefined;

@@ -28,8 +28,8 @@ import { WorkerStatusReader } from './workers/worker-status.reader';
     {
       provide: ADMIN_CREDENTIALS,
       useFactory: () => {
-        const { host, port } = loadConfig();
-        return loadAdminCredentials(process.env, { host, port });
+        const { host, port, adminPassword, adminReadonlyPassword } = loadConfig();
+        return loadAdminCredentials({ host, port, adminPassword, adminReadonlyPassword });
       },
     },
     AdminSessionService,

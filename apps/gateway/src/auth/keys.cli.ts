@@ -5,7 +5,7 @@
  *   npm run keys -- revoke <id | prefix>
  * The key is printed once at creation; only its hash is stored.
  */
-import { loadConfig } from '@flexy/config';
+import { loadConfig, orExitOnBadConfig } from '@flexy/config';
 import { applyMigrations, createDatabaseClient } from '@flexy/persistence';
 import { randomUUID } from 'node:crypto';
 import { parseArgs } from 'node:util';
@@ -20,7 +20,7 @@ async function main(argv: string[]): Promise<number> {
     allowPositionals: true,
     options: { name: { type: 'string' }, role: { type: 'string', default: 'user' }, rate: { type: 'string', default: '60' }, concurrency: { type: 'string', default: '4' } },
   });
-  const config = loadConfig();
+  const config = orExitOnBadConfig('keys', () => loadConfig());
   await applyMigrations(config.databaseUrl);
   const db = createDatabaseClient(config.databaseUrl);
   try {

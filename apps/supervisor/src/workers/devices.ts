@@ -8,16 +8,18 @@ export interface WorkerDevice {
   cudaVisibleDevices?: string;
 }
 
-/** 'auto' → one worker per visible GPU (nvidia-smi), else one CPU worker; 'cpu'; or a list like '0,1'. */
-export async function resolveDevices(spec: string): Promise<WorkerDevice[]> {
+/**
+ * 'auto' → one worker per visible GPU (nvidia-smi, or the list `cudaVisible` when the supervisor was
+ * started with CUDA_VISIBLE_DEVICES), else one CPU worker; 'cpu'; or a list like '0,1'.
+ */
+export async function resolveDevices(spec: string, cudaVisible?: string): Promise<WorkerDevice[]> {
   if (spec === 'cpu') return [{ id: 'cpu' }];
   let indices: string[];
   if (spec === 'auto') {
     indices = await promisify(execFile)('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader'], { timeout: 10_000 })
       .then(({ stdout }) => stdout.split('\n').map((s) => s.trim()).filter(Boolean))
       .catch(() => []);
-    const visible = process.env.CUDA_VISIBLE_DEVICES;
-    if (visible !== undefined) indices = visible.split(',').map((s) => s.trim()).filter(Boolean);
+    if (cudaVisible !== undefined) indices = cudaVisible.split(',').map((s) => s.trim()).filter(Boolean);
   } else {
     indices = spec.split(',').map((s) => s.trim()).filter(Boolean);
   }

@@ -3,7 +3,6 @@ import { WORKER_STATUS_TTL_S, WorkerExitCode, workerStatusKey, type WorkerLifecy
 import { APP_CONFIG, REDIS, REPO_ROOT, type AppConfig } from '@flexy/config';
 import { ENGINE_CATALOG, isEngineId } from '@flexy/engines';
 import type Redis from 'ioredis';
-import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { resolveDevices, type WorkerDevice } from './devices';
 import { WorkerProcess, type WorkerExit } from './worker-process';
@@ -57,15 +56,17 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   private readonly capacityListeners: Array<(serving: number) => void> = [];
   private statusTimer: NodeJS.Timeout | null = null;
   private stopping = false;
-  readonly host = process.env.SUPERVISOR_HOST_ID || hostname();
+  readonly host: string;
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     @Inject(REDIS) private readonly redis: Redis,
-  ) {}
+  ) {
+    this.host = config.supervisorHostId;
+  }
 
   async onModuleInit(): Promise<void> {
-    const devices = await resolveDevices(this.config.workerDevices);
+    const devices = await resolveDevices(this.config.workerDevices, this.config.cudaVisibleDevices);
     for (const device of devices) {
       this.slots.push({
         device,

@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import { isLoopback, type AppConfig } from '@flexy/config';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { AdminRole } from '../admin.dto';
 
@@ -30,25 +31,23 @@ export function fingerprint(hash: Buffer): string {
   return hash.subarray(0, 8).toString('hex');
 }
 
-const LOOPBACK = new Set(['127.0.0.1', 'localhost', '::1']);
-
 /**
- * Admin credentials from the environment:
+ * Admin credentials from the configuration:
  * - ADMIN_PASSWORD: user `admin` (every action). Unset on a loopback host, one is generated for
  *   this run and printed; unset on any other interface, login stays off.
  * - ADMIN_READONLY_PASSWORD: user `readonly` (every page, no action). Off when unset.
  * Scripts use API keys with the admin or readonly role instead (`npm run keys -- create --role admin`).
  */
 export function loadAdminCredentials(
-  env: NodeJS.ProcessEnv,
-  { host, port }: { host: string; port: number },
+  config: Pick<AppConfig, 'host' | 'port' | 'adminPassword' | 'adminReadonlyPassword'>,
   logger = new Logger('AdminAuth'),
 ): AdminCredentials {
+  const { host, port, adminReadonlyPassword } = config;
   const accounts: AdminAccount[] = [];
   let loginDisabledReason: string | null = null;
-  let adminPassword = env.ADMIN_PASSWORD ?? '';
+  let adminPassword = config.adminPassword ?? '';
   if (!adminPassword) {
-    if (LOOPBACK.has(host)) {
+    if (isLoopback(host)) {
       adminPassword = randomBytes(12).toString('base64url');
       logger.warn(`ADMIN_PASSWORD is not set; the dashboard password for this run is: ${adminPassword} (user "${ADMIN_USER}", http://${host.includes(':') ? `[${host}]` : host}:${port}/admin)`);
     } else {
@@ -59,9 +58,7 @@ export function loadAdminCredentials(
     logger.warn('ADMIN_PASSWORD is shorter than 12 characters');
   }
   if (adminPassword) accounts.push({ user: ADMIN_USER, role: 'admin', passwordHash: sha256(adminPassword) });
-  if (env.ADMIN_READONLY_PASSWORD) {
-    if (env.ADMIN_READONLY_PASSWORD === adminPassword) throw new Error('ADMIN_READONLY_PASSWORD must differ from ADMIN_PASSWORD');
-    accounts.push({ user: READONLY_USER, role: 'readonly', passwordHash: sha256(env.ADMIN_READONLY_PASSWORD) });
-  }
+  // The configuration's schema already refused a read-only password equal to the admin one.
+  if (adminReadonlyPassword) accounts.push({ user: READONLY_USER, role: 'readonly', passwordHash: sha256(adminReadonlyPassword) });
   return { accounts, loginDisabledReason };
 }
