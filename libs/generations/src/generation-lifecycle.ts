@@ -430,6 +430,8 @@ export class GenerationLifecycle {
   async cancelBatch(principal: Principal, id: string) {
     assertMayWrite(principal);
     const batch = await this.getBatch(principal, id);
+    // Marked first: settling its last open member would otherwise mark the batch completed.
+    await this.batches.markCancelled(id);
     const open = await this.generations.activeIds({ batchId: id });
     let cancelled = 0;
     let cancelling = 0;
@@ -440,7 +442,6 @@ export class GenerationLifecycle {
       if (outcome === 'cancelled') cancelled++;
       else cancelling++;
     }
-    await this.batches.markCancelled(id);
     return { id, status: 'cancelled' as const, cancelled, cancelling, already_finished: batch.itemCount - open.length };
   }
 
