@@ -1,5 +1,5 @@
 import { api, startStack, type Stack } from '../support/stack';
-import { createKey, type TestKey } from '../support/keys';
+import { createKeys, type TestKey } from '../support/keys';
 import { readSse } from '../support/sse';
 
 jest.setTimeout(300_000);
@@ -19,10 +19,7 @@ let admin: TestKey;
 
 beforeAll(async () => {
   stack = await startStack({ env: { AUTH_MODE: 'keys' } });
-  alice = createKey(stack, 'alice');
-  bob = createKey(stack, 'bob');
-  reader = createKey(stack, 'reader', { role: 'readonly' });
-  admin = createKey(stack, 'admin', { role: 'admin' });
+  ({ alice, bob, reader, admin } = await createKeys(stack, { alice: {}, bob: {}, reader: { role: 'readonly' }, admin: { role: 'admin' } }));
 });
 afterAll(async () => {
   await stack?.stop();
@@ -270,8 +267,7 @@ describe('open mode on loopback: the anonymous owner', () => {
 
   beforeAll(async () => {
     open = await startStack({ supervisors: 0 });
-    user = createKey(open, 'open-user');
-    openAdmin = createKey(open, 'open-admin', { role: 'admin' });
+    ({ user, openAdmin } = await createKeys(open, { user: {}, openAdmin: { role: 'admin' } }));
     anonymous.generation = (await api(open, 'POST', '/v1/generations', { prompt: 'anonymous', engine: 'flux1_dev', ...SMALL })).json.id;
     anonymous.sandboxRun = (await api(open, 'POST', '/v1/sandbox-runs', { prompt: 'anonymous run', ...SMALL, engines: ['realvis_xl'] })).json.id;
     anonymous.batch = (await api(open, 'POST', '/v1/batches', { prompts: ['anonymous batch'], engines: ['flux1_dev'], ...SMALL })).json.id;
