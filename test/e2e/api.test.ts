@@ -236,7 +236,7 @@ describe('idempotency', () => {
     const queue = new Queue(QueueName.Generation, { connection: { host: '127.0.0.1', port: stack.redisPort } });
     try {
       const jobs = await queue.getJobs(['waiting', 'prioritized', 'active', 'completed', 'delayed']);
-      expect(jobs.filter((j) => j.data.prompt === 'only once')).toHaveLength(1);
+      expect(jobs.filter((j) => j.data.params?.prompt === 'only once')).toHaveLength(1);
     } finally {
       await queue.close();
     }

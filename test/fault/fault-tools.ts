@@ -181,12 +181,12 @@ export async function create(stack: Stack, body: Record<string, unknown>, header
  */
 export async function enqueue(stack: FaultStack, body: { prompt: string; engine: typeof ENGINE; steps: number; width: number; height: number }, attempts: number): Promise<string> {
   const id = `gen_${randomUUID().replace(/-/g, '')}`;
+  const { engine, ...settings } = body;
+  const params = { negative_prompt: null, seed: 1, guidance: 3.5, num_images: 1, ...settings };
   const payload: GenerateJobPayload = {
     generationId: id,
-    negativePrompt: null,
-    seed: 1,
-    guidance: 3.5,
-    numImages: 1,
+    engine,
+    params,
     origin: 'interactive',
     references: [],
     apiKeyId: null,
@@ -194,9 +194,8 @@ export async function enqueue(stack: FaultStack, body: { prompt: string; engine:
     sandboxRunId: null,
     batchId: null,
     acceptedAt: Date.now(),
-    ...body,
   };
-  await new GenerationsRepository({ client: stack.db } as PrismaService).create({ id, ...body, seed: 1, guidance: 3.5, numImages: 1 });
+  await new GenerationsRepository({ client: stack.db } as PrismaService).create({ id, engine, params });
   await stack.queue.add(JobName.Generate, payload, {
     jobId: id,
     priority: ORIGIN_PRIORITY.interactive,

@@ -92,7 +92,7 @@ describe('worker faults (host-a)', () => {
     const g = await finished(stack, first.json.id);
     expect(g.status).toBe('succeeded');
     expect(await stack.db.generation.count({ where: { prompt: body.prompt } })).toBe(1);
-    expect((await stack.queue.getJobs(['completed', 'waiting', 'prioritized', 'active', 'delayed', 'failed'])).filter((j) => j.data.prompt === body.prompt)).toHaveLength(1);
+    expect((await stack.queue.getJobs(['completed', 'waiting', 'prioritized', 'active', 'delayed', 'failed'])).filter((j) => j.data.params?.prompt === body.prompt)).toHaveLength(1);
     await expectOneResult(first.json.id);
     measure(FILE, { scenario: '8. same create sent 4 times (3 at once), one Idempotency-Key', outcome: 'one generation, one job, one image; every repeat answered the same id with `Idempotent-Replayed: true`', detectionMs: null, recoveryMs: null, jobsLost: 0 });
   });

@@ -75,7 +75,7 @@ describe('POST /v1/generations refuses bad input with a 400 naming the field', (
     expect(res.status).toBe(202);
     expect(await queue.getJobCounts('waiting', 'prioritized')).toMatchObject({});
     const job = await queue.getJob(res.json.id);
-    expect(job?.data).toMatchObject({ engine: 'flux1_dev', steps: 28, guidance: 3.5, width: 1024, height: 1024 });
+    expect(job?.data).toMatchObject({ engine: 'flux1_dev', params: { steps: 28, guidance: 3.5, width: 1024, height: 1024 } });
     await job?.remove();
   });
 });

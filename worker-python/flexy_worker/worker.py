@@ -622,22 +622,16 @@ def _kind_of(errors: Any, err: Any) -> str:
 
 
 def build_request(msg: wire.GenerateMessage, references: list[Any]) -> Any:
+    """The engine's request: every field the message and GenerateRequest share, by name (a new
+    parameter flows through once both declare it), with the decoded reference images."""
+    import dataclasses
+
     from .engines.base import GenerateRequest
 
-    return GenerateRequest(
-        job_id=msg.job_id,
-        engine=msg.engine,
-        prompt=msg.prompt,
-        negative_prompt=msg.negative_prompt,
-        seed=msg.seed,
-        steps=msg.steps,
-        guidance=float(msg.guidance),
-        width=msg.width,
-        height=msg.height,
-        num_images=msg.num_images,
-        references=references,
-        preview_every=msg.preview_every,
-    )
+    shared = {f.name for f in dataclasses.fields(GenerateRequest)} & {f.name for f in dataclasses.fields(msg)}
+    fields = {name: getattr(msg, name) for name in shared if name != "references"}
+    fields["guidance"] = float(fields["guidance"])  # JSON writes 4.0 as 4
+    return GenerateRequest(**fields, references=references)
 
 
 # ---- start-up ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import PIL.Image
 import pytest
 import torch
 
+from flexy_worker.catalog import load_catalog
 from flexy_worker.engines import GenerateRequest
 from flexy_worker.errors import (
     BadInput,
@@ -204,6 +205,11 @@ def test_cancel_before_start_runs_nothing(manager, pipeline_calls):
         ("flux1_dev", {"negative_prompt": "blurry"}, "negative_prompt"),
         ("flux2_dev_4bit", {"negative_prompt": "blurry"}, "negative_prompt"),
         ("flux1_dev", {"seed": -1}, "seed"),
+        # One past the catalog's seed range (generated from libs/contracts), not a bound restated here.
+        ("flux1_dev", {"seed": int(load_catalog().seed.max) + 1}, "seed"),
+        ("flux1_dev", {"prompt": "a cat \ud800 on a mat"}, "prompt"),
+        ("flux1_dev", {"prompt": "a cat\x00"}, "prompt"),
+        ("sd3_medium", {"negative_prompt": "blurry \udc00"}, "negative_prompt"),
         ("flux1_dev", {"references": [PIL.Image.new("RGB", (64, 64))]}, "references"),
         ("flux2_dev_4bit", {"references": [PIL.Image.new("RGB", (64, 64))] * 11}, "references"),
         ("flux2_dev_4bit", {"references": [PIL.Image.new("RGB", (48, 64))]}, "references"),

@@ -3,7 +3,7 @@
  * each producer (gateway) against each consumer (supervisor). Payloads read back from Redis are
  * validated again (`parseGenerateJob`) before use.
  */
-import type { EngineId } from '@flexy/engines';
+import type { EngineId, GenerationParams } from '@flexy/engines';
 
 export enum QueueName {
   Generation = 'generation',
@@ -25,14 +25,8 @@ export const ORIGIN_PRIORITY: Readonly<Record<JobOrigin, number>> = { interactiv
 export interface GenerateJobPayload {
   generationId: string;
   engine: EngineId;
-  prompt: string;
-  negativePrompt: string | null;
-  seed: number;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  numImages: number;
+  /** Every parameter, defaults applied. */
+  params: GenerationParams;
   origin: JobOrigin;
   /** Uploaded reference images (image-store paths of normalised PNGs), for engines that condition on them. */
   references: string[];

@@ -11,25 +11,27 @@ describe('engine catalog', () => {
 
   it.each(ENGINE_IDS)('%s: its own defaults pass its own limits', (id) => {
     const spec = ENGINE_CATALOG[id];
-    expect(engineParamErrors(spec, { prompt: 'x', numImages: 1, ...spec.defaults })).toEqual([]);
+    expect(engineParamErrors(spec, { prompt: 'x', negative_prompt: null, num_images: 1, ...spec.defaults })).toEqual([]);
   });
 });
 
 describe('engineParamErrors', () => {
   const flux1 = ENGINE_CATALOG.flux1_dev;
-  const base = { prompt: 'x', numImages: 1, ...flux1.defaults };
+  const base = { prompt: 'x', negative_prompt: null as string | null, num_images: 1, ...flux1.defaults };
 
   it('names each offending field', () => {
-    const fields = (p: Partial<typeof base> & { negativePrompt?: string; referenceCount?: number }) =>
+    const fields = (p: Partial<typeof base> & { referenceCount?: number }) =>
       engineParamErrors(flux1, { ...base, ...p }).map((e) => e.field);
     expect(fields({ width: 1000 })).toEqual(['width']);
     expect(fields({ width: 2048, height: 2048 })).toEqual(['width']);
     expect(fields({ steps: 0 })).toEqual(['steps']);
     expect(fields({ guidance: 10.5 })).toEqual(['guidance']);
     expect(fields({ prompt: ' ' })).toEqual(['prompt']);
-    expect(fields({ negativePrompt: 'no' })).toEqual(['negative_prompt']);
+    expect(fields({ negative_prompt: 'no' })).toEqual(['negative_prompt']);
+    expect(fields({ prompt: 'a \ud800 b' })).toEqual(['prompt']);
+    expect(fields({ prompt: 'nul \u0000' })).toEqual(['prompt']);
     expect(fields({ referenceCount: 1 })).toEqual(['references']);
-    expect(fields({ numImages: 5 })).toEqual(['num_images']);
+    expect(fields({ num_images: 5 })).toEqual(['num_images']);
   });
 
   it('allows FLUX.2 up to 4 MP and ten references, SDXL multiples of 8', () => {

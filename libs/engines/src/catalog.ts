@@ -190,8 +190,8 @@ export function engineSpec(id: EngineId): EngineSpec {
 }
 
 /** How long one job may take before the supervisor treats it as hung. */
-export function jobDeadlineMs(spec: EngineSpec, p: { steps: number; width: number; height: number; numImages: number }): number {
+export function jobDeadlineMs(spec: EngineSpec, p: { steps: number; width: number; height: number; num_images: number }): number {
   const megapixels = Math.max(0.25, (p.width * p.height) / 1_000_000);
   const { loadS, stepPerMegapixelS } = spec.timeBudget;
-  return Math.round((loadS + p.steps * megapixels * p.numImages * stepPerMegapixelS) * 1000);
+  return Math.round((loadS + p.steps * megapixels * p.num_images * stepPerMegapixelS) * 1000);
 }

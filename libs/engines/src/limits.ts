@@ -1,16 +1,8 @@
 import type { EngineSpec } from './catalog';
+import type { GenerationParams } from './params';
 
-/** Request parameters as an engine sees them, after defaults are applied. */
-export interface EngineParams {
-  prompt: string;
-  negativePrompt?: string | null;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  numImages: number;
-  referenceCount?: number;
-}
+/** Request parameters as an engine sees them, after defaults are applied (the seed is checked on its own). */
+export type EngineParams = Omit<GenerationParams, 'seed'> & { referenceCount?: number };
 
 export interface FieldError {
   field: string;
@@ -39,16 +31,16 @@ export function engineParamErrors(spec: EngineSpec, p: EngineParams): FieldError
   const errors: FieldError[] = [];
   const fail = (field: string, message: string) => errors.push({ field, message: `${field} ${message}` });
 
-  for (const [field, text] of [['prompt', p.prompt], ['negative_prompt', p.negativePrompt]] as const) {
+  for (const [field, text] of [['prompt', p.prompt], ['negative_prompt', p.negative_prompt]] as const) {
     const problem = text == null ? null : textProblem(field, text);
     if (problem) errors.push(problem);
   }
   if (p.prompt.trim().length === 0) fail('prompt', 'must not be empty');
   if (p.prompt.length > limits.maxPromptChars)
     fail('prompt', `must be at most ${limits.maxPromptChars} characters for ${spec.id}`);
-  if (p.negativePrompt != null) {
+  if (p.negative_prompt != null) {
     if (!limits.negativePrompt) fail('negative_prompt', `is not supported by ${spec.id} (guidance-distilled)`);
-    else if (p.negativePrompt.length > limits.maxPromptChars)
+    else if (p.negative_prompt.length > limits.maxPromptChars)
       fail('negative_prompt', `must be at most ${limits.maxPromptChars} characters for ${spec.id}`);
   }
   for (const side of ['width', 'height'] as const) {
@@ -64,7 +56,7 @@ export function engineParamErrors(spec: EngineSpec, p: EngineParams): FieldError
     fail('steps', `must be an integer between ${limits.steps.min} and ${limits.steps.max} for ${spec.id}`);
   if (!Number.isFinite(p.guidance) || p.guidance < limits.guidance.min || p.guidance > limits.guidance.max)
     fail('guidance', `must be between ${limits.guidance.min} and ${limits.guidance.max} for ${spec.id}`);
-  if (!Number.isInteger(p.numImages) || p.numImages < 1 || p.numImages > limits.maxImages)
+  if (!Number.isInteger(p.num_images) || p.num_images < 1 || p.num_images > limits.maxImages)
     fail('num_images', `must be an integer between 1 and ${limits.maxImages}`);
   const refs = p.referenceCount ?? 0;
   if (refs > limits.maxReferences)

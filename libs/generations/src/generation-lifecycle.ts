@@ -30,6 +30,7 @@ import {
   type RunPage,
   type SandboxRunRecord,
   type TransitionOutcome,
+  paramsOf,
 } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import type { Queue } from 'bullmq';
@@ -91,14 +92,7 @@ function recordFor(p: GenerateJobPayload): CreateGenerationInput {
   return {
     id: p.generationId,
     engine: p.engine,
-    prompt: p.prompt,
-    negativePrompt: p.negativePrompt,
-    seed: p.seed,
-    steps: p.steps,
-    guidance: p.guidance,
-    width: p.width,
-    height: p.height,
-    numImages: p.numImages,
+    params: p.params,
     origin: p.origin,
     sandboxRunId: p.sandboxRunId,
     batchId: p.batchId,
@@ -272,17 +266,7 @@ export class GenerationLifecycle {
     assertMayWrite(principal);
     const g = await this.get(principal, id);
     if (!isTerminalStatus(g.status) || g.status === 'succeeded') throw new ConflictException(`generation ${id} is ${g.status}; only failed or cancelled ones are retried`);
-    const params = resolveOrRefuse({
-      engine: g.engine as ResolvedParams['engine'],
-      prompt: g.prompt,
-      negative_prompt: g.negativePrompt,
-      seed: Number(g.seed),
-      steps: g.steps,
-      guidance: g.guidance,
-      width: g.width,
-      height: g.height,
-      num_images: g.numImages,
-    });
+    const params = resolveOrRefuse({ engine: g.engine as ResolvedParams['engine'], ...paramsOf(g) });
     const payload = this.payloadFor(params, g.apiKeyId, g.origin, newGenerationId(), { webhookUrl: g.webhookUrl });
     await this.intake.submit({ payloads: [payload] });
     return { id: payload.generationId };

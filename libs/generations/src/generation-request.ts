@@ -1,26 +1,27 @@
 import { SEED_RANGE, type GenerateJobPayload, type JobOrigin } from '@flexy/contracts';
-import { ENGINE_IDS, engineParamErrors, engineSpec, textProblem, type EngineId, type FieldError } from '@flexy/engines';
+import {
+  ENGINE_IDS,
+  engineParamErrors,
+  engineSpec,
+  GENERATION_PARAM_NAMES,
+  GENERATION_PARAMS,
+  textProblem,
+  type EngineId,
+  type FieldError,
+  type GenerationParams,
+} from '@flexy/engines';
 import { randomInt, randomUUID } from 'node:crypto';
 import { badRequest } from './errors';
 
 /**
- * A request for one generation as every route hands it to the core, in the public API's field names.
- * Absent (or null) settings take the engine's defaults from the catalog.
+ * A request for one generation as every route hands it to the core, in the public API's field names:
+ * any parameter may be absent (or null) and then takes its default (GENERATION_PARAMS says which).
  */
-export interface GenerationRequest {
-  engine: EngineId;
-  prompt: string;
-  negative_prompt?: string | null;
-  seed?: number | null;
-  steps?: number | null;
-  guidance?: number | null;
-  width?: number | null;
-  height?: number | null;
-  num_images?: number | null;
+export type GenerationRequest = { engine: EngineId; prompt: string } & { [K in keyof GenerationParams]?: GenerationParams[K] | null } & {
   /** Base64 data URIs of PNG, JPEG or WebP images. */
   references?: string[] | null;
   webhook_url?: string | null;
-}
+};
 
 /** One prompt and one set of settings for several engines (default: every engine). */
 export interface SandboxRunRequest {
@@ -48,11 +49,8 @@ export interface BatchRequest {
 
 export const MAX_BATCH_ITEMS = 1000;
 
-/** The parameters of one generation once every default is applied: what is recorded and queued. */
-export type ResolvedParams = Pick<
-  GenerateJobPayload,
-  'engine' | 'prompt' | 'negativePrompt' | 'seed' | 'steps' | 'guidance' | 'width' | 'height' | 'numImages'
->;
+/** The parameters of one generation once every default is applied, with its engine: what is recorded and queued. */
+export type ResolvedParams = Pick<GenerateJobPayload, 'engine' | 'params'>;
 
 export const newGenerationId = () => `gen_${randomUUID().replace(/-/g, '')}`;
 export const newSandboxRunId = () => `sbx_${randomUUID().replace(/-/g, '')}`;
@@ -62,21 +60,18 @@ export const randomSeed = () => randomInt(SEED_RANGE.min, SEED_RANGE.max + 1);
 /** Applies the engine's defaults and checks the result against its limits; the problems name the request's fields. */
 export function resolveParams(req: Omit<GenerationRequest, 'references' | 'webhook_url'>, referenceCount = 0): { params: ResolvedParams; problems: FieldError[] } {
   const spec = engineSpec(req.engine);
-  const params: ResolvedParams = {
-    engine: req.engine,
-    prompt: req.prompt,
-    negativePrompt: req.negative_prompt ?? null,
-    seed: req.seed ?? randomSeed(),
-    steps: req.steps ?? spec.defaults.steps,
-    guidance: req.guidance ?? spec.defaults.guidance,
-    width: req.width ?? spec.defaults.width,
-    height: req.height ?? spec.defaults.height,
-    numImages: req.num_images ?? 1,
-  };
+  const given = req as Record<string, unknown>;
+  const params = Object.fromEntries(
+    GENERATION_PARAM_NAMES.map((name) => {
+      const source = GENERATION_PARAMS[name].default;
+      const fallback = source === 'engine' ? spec.defaults[name as keyof typeof spec.defaults] : source === 'random' ? randomSeed() : source === 'required' ? undefined : source;
+      return [name, given[name] ?? fallback];
+    }),
+  ) as unknown as GenerationParams;
   const problems = engineParamErrors(spec, { ...params, referenceCount });
   if (!Number.isInteger(params.seed) || params.seed < SEED_RANGE.min || params.seed > SEED_RANGE.max)
     problems.push({ field: 'seed', message: `seed must be an integer between ${SEED_RANGE.min} and ${SEED_RANGE.max}` });
-  return { params, problems };
+  return { params: { engine: req.engine, params }, problems };
 }
 
 /** resolveParams, refusing the request with a 400 at the first problem. */

@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { dbCore } from './database-tools';
 import { InvalidCursorError, ownerOf, everyOwner } from './owner-scope';
+import type { GenerationParams } from '@flexy/engines';
 import { GenerationsRepository, type CreateGenerationInput, type GenerationSuccess } from './generations.repository';
 import { applyMigrations } from './migrations';
 import { PrismaService } from './prisma.service';
@@ -9,19 +10,15 @@ import { postgresUnavailableReason, startTestPostgres, tempDir, type TempDir, ty
 jest.setTimeout(120_000);
 
 let n = 0;
-function request(overrides: Partial<CreateGenerationInput> = {}): CreateGenerationInput {
-  return {
-    id: `gen_${++n}`,
-    engine: 'flux2_dev_4bit',
-    prompt: 'a lighthouse at dusk',
-    seed: 42,
-    steps: 28,
-    guidance: 4,
-    width: 1024,
-    height: 1024,
-    numImages: 2,
-    ...overrides,
-  };
+/** A new record's input; parameter overrides (seed, negative_prompt, …) go into its params. */
+function request(overrides: Partial<Omit<CreateGenerationInput, 'params'>> & Partial<GenerationParams> = {}): CreateGenerationInput {
+  const params: GenerationParams = { prompt: 'a lighthouse at dusk', negative_prompt: null, seed: 42, steps: 28, guidance: 4, width: 1024, height: 1024, num_images: 2 };
+  const rest: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(overrides)) {
+    if (k in params) (params as unknown as Record<string, unknown>)[k] = v;
+    else rest[k] = v;
+  }
+  return { id: `gen_${++n}`, engine: 'flux2_dev_4bit', params, ...(rest as Partial<CreateGenerationInput>) };
 }
 
 function success(id: string, count = 2): GenerationSuccess {
@@ -57,7 +54,7 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
   afterAll(async () => prisma?.onModuleDestroy());
 
   it('creates a queued record and reads it back with its images', async () => {
-    const created = await repo.create(request({ seed: 0xffffffff, negativePrompt: 'blur', apiKeyId: null }));
+    const created = await repo.create(request({ seed: 0xffffffff, negative_prompt: 'blur', apiKeyId: null }));
     expect(created.status).toBe('queued');
     expect(created.attempts).toBe(0);
     const found = await repo.findById(created.id);
@@ -69,13 +66,13 @@ function repositoryContract(open: () => Promise<PrismaService>, peer: 'same-clie
 
   it('records a batch of requests in one statement, all or none', async () => {
     const batch = [request({ origin: 'batch' }), request({ origin: 'batch' }), request({ origin: 'batch', seed: 0xffffffff })];
-    batch[1].negativePrompt = 'blur';
+    batch[1].params.negative_prompt = 'blur';
     batch[1].webhookUrl = 'https://example.test/hook';
     const before = Date.now();
     await repo.createMany(batch);
     const stored = await Promise.all(batch.map((b) => repo.findById(b.id)));
     // The raw statement stores what Prisma's own create stores: same values, defaults and types.
-    const reference = await repo.create(request({ origin: 'batch', negativePrompt: 'blur', webhookUrl: 'https://example.test/hook' }));
+    const reference = await repo.create(request({ origin: 'batch', negative_prompt: 'blur', webhookUrl: 'https://example.test/hook' }));
     const { id: _id, createdAt: _at, ...expected } = reference;
     const { id: _id1, createdAt: at1, ...second } = stored[1]!;
     expect(second).toEqual(expected);

@@ -1,5 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import { ACTIVE_STATUSES, SEED_RANGE, TERMINAL_STATUSES } from '@flexy/contracts';
+import { GENERATION_PARAM_NAMES, GENERATION_PARAMS, type GenerationParams } from '@flexy/engines';
 import type { Generation, GenerationImage, GenerationOrigin, GenerationStatus, WeightsKind } from './generated/sqlite/client';
 import { Prisma } from './generated/sqlite/client';
 import { decodeCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
@@ -11,15 +12,8 @@ export interface CreateGenerationInput {
   /** Also the BullMQ job id. */
   id: string;
   engine: string;
-  prompt: string;
-  negativePrompt?: string | null;
-  /** Within SEED_RANGE. */
-  seed: number | bigint;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  numImages: number;
+  /** One column each (GENERATION_PARAMS names it); the seed within SEED_RANGE. */
+  params: GenerationParams;
   origin?: GenerationOrigin;
   sandboxRunId?: string | null;
   batchId?: string | null;
@@ -337,19 +331,27 @@ function checkedSeed(value: number | bigint): bigint {
 /** Columns of `toRow` whose PostgreSQL type is an enum of the schema. */
 const ENUM_COLUMN_TYPES: Record<string, string> = { status: 'GenerationStatus', origin: 'GenerationOrigin' };
 
+/** The parameters as record columns; the seed as a 64-bit integer (it exceeds a signed 32-bit column). */
+function paramColumns(params: GenerationParams): Record<string, unknown> {
+  const columns: Record<string, unknown> = {};
+  for (const name of GENERATION_PARAM_NAMES) columns[GENERATION_PARAMS[name].column] = params[name];
+  columns[GENERATION_PARAMS.seed.column] = checkedSeed(params.seed);
+  return columns;
+}
+
+/** A record's parameters, as the API and the worker name them. */
+export function paramsOf(g: Generation): GenerationParams {
+  const row = g as unknown as Record<string, unknown>;
+  const params = Object.fromEntries(GENERATION_PARAM_NAMES.map((name) => [name, row[GENERATION_PARAMS[name].column]]));
+  return { ...params, seed: Number(g.seed) } as GenerationParams;
+}
+
 function toRow(input: CreateGenerationInput): Prisma.GenerationUncheckedCreateInput {
   return {
     id: input.id,
     status: 'queued' as const,
     engine: input.engine,
-    prompt: input.prompt,
-    negativePrompt: input.negativePrompt ?? null,
-    seed: checkedSeed(input.seed),
-    steps: input.steps,
-    guidance: input.guidance,
-    width: input.width,
-    height: input.height,
-    numImages: input.numImages,
+    ...(paramColumns(input.params) as Pick<Prisma.GenerationUncheckedCreateInput, 'prompt' | 'seed' | 'steps' | 'guidance' | 'width' | 'height' | 'numImages'>),
     origin: input.origin ?? 'interactive',
     sandboxRunId: input.sandboxRunId ?? null,
     batchId: input.batchId ?? null,

@@ -9,6 +9,7 @@ export {
 } from './prisma.service';
 export {
   GenerationsRepository,
+  paramsOf,
   MAX_PAGE_SIZE,
   type ExpiredGeneration,
   type CreateGenerationInput,

@@ -21,7 +21,7 @@ describe('PersistenceModule', () => {
       expect(prisma.provider).toBe('sqlite');
       expect(prisma.databaseUrl).toBe(databaseUrl);
       const repo = app.get(GenerationsRepository);
-      await repo.create({ id: 'gen_module', engine: 'sd3_medium', prompt: 'p', seed: 1, steps: 4, guidance: 3, width: 512, height: 512, numImages: 1 });
+      await repo.create({ id: 'gen_module', engine: 'sd3_medium', params: { prompt: 'p', negative_prompt: null, seed: 1, steps: 4, guidance: 3, width: 512, height: 512, num_images: 1 } });
       expect((await repo.findById('gen_module'))?.status).toBe('queued');
     } finally {
       await app.close();

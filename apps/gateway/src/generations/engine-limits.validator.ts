@@ -1,23 +1,11 @@
-import { engineParamErrors, engineSpec, isEngineId } from '@flexy/engines';
+import { isEngineId } from '@flexy/engines';
+import { resolveParams, type GenerationRequest } from '@flexy/generations';
 import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 
-/** The request fields the engine limits speak about, with the engine's defaults filled in. */
-export function effectiveParams(o: Record<string, unknown>) {
-  const spec = engineSpec(o.engine as never);
-  const d = spec.defaults;
-  return {
-    spec,
-    params: {
-      prompt: typeof o.prompt === 'string' ? o.prompt : '',
-      negativePrompt: typeof o.negative_prompt === 'string' ? o.negative_prompt : null,
-      steps: (o.steps as number | undefined) ?? d.steps,
-      guidance: (o.guidance as number | undefined) ?? d.guidance,
-      width: (o.width as number | undefined) ?? d.width,
-      height: (o.height as number | undefined) ?? d.height,
-      numImages: (o.num_images as number | undefined) ?? 1,
-      referenceCount: Array.isArray(o.references) ? o.references.length : 0,
-    },
-  };
+/** The problems the engine named in the same request finds with it, defaults applied as the core applies them. */
+function problemsOf(o: Record<string, unknown>) {
+  const references = Array.isArray(o.references) ? o.references.length : 0;
+  return resolveParams(o as unknown as GenerationRequest, references).problems;
 }
 
 /**
@@ -35,13 +23,11 @@ export function WithinEngineLimits(field: string, options?: ValidationOptions) {
       validator: {
         validate(_value: unknown, args: ValidationArguments) {
           const o = args.object as Record<string, unknown>;
-          if (!isEngineId(o.engine)) return true; // the engine field reports that itself
-          const { spec, params } = effectiveParams(o);
-          return engineParamErrors(spec, params).every((e) => e.field !== field);
+          if (!isEngineId(o.engine) || typeof o.prompt !== 'string') return true; // those fields report themselves
+          return problemsOf(o).every((e) => e.field !== field);
         },
         defaultMessage(args: ValidationArguments) {
-          const { spec, params } = effectiveParams(args.object as Record<string, unknown>);
-          return engineParamErrors(spec, params).find((e) => e.field === field)?.message ?? `${field} is out of range`;
+          return problemsOf(args.object as Record<string, unknown>).find((e) => e.field === field)?.message ?? `${field} is out of range`;
         },
       },
     });

@@ -1,5 +1,5 @@
 import { generationLinks, generationUrls } from '@flexy/contracts';
-import type { GenerationWithImages } from '@flexy/persistence';
+import { paramsOf, type GenerationWithImages } from '@flexy/persistence';
 
 /** The public JSON shape of a generation (snake_case, stable for clients). */
 export function generationView(g: GenerationWithImages) {
@@ -8,16 +8,7 @@ export function generationView(g: GenerationWithImages) {
     id: g.id,
     status: g.status,
     engine: g.engine,
-    parameters: {
-      prompt: g.prompt,
-      negative_prompt: g.negativePrompt,
-      seed: Number(g.seed),
-      steps: g.steps,
-      guidance: g.guidance,
-      width: g.width,
-      height: g.height,
-      num_images: g.numImages,
-    },
+    parameters: paramsOf(g),
     weights: g.weights,
     model_revision: g.modelRevision,
     timings: g.status === 'succeeded' ? timingsView(g) : null,

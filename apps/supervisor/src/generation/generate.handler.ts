@@ -71,7 +71,7 @@ export class GenerateHandler {
     signal?.addEventListener('abort', onInterrupt, { once: true });
     const queueWaitMs = Date.now() - payload.acceptedAt;
     // Heartbeats catch a dead or frozen process; a live one stuck in a kernel is caught here.
-    const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload);
+    const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload.params);
     const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
     try {
       // Concurrent, since every job pays for them. A cancel may have come while the job waited for a worker.
@@ -82,14 +82,7 @@ export class GenerateHandler {
           type: 'generate',
           job_id: id,
           engine: payload.engine,
-          prompt: payload.prompt,
-          negative_prompt: payload.negativePrompt,
-          seed: payload.seed,
-          steps: payload.steps,
-          guidance: payload.guidance,
-          width: payload.width,
-          height: payload.height,
-          num_images: payload.numImages,
+          ...payload.params,
           references: references.map((r) => r.ref),
           // Interactive clients watch previews; queued batch work does not pay for them.
           preview_every: payload.origin === 'batch' ? 0 : PREVIEW_EVERY_STEPS,
@@ -178,13 +171,13 @@ export class GenerateHandler {
     const stored = await Promise.all(
       raw.map(async (image) => {
         const png = await encodePng(image, {
-          prompt: p.prompt,
-          negative_prompt: p.negativePrompt ?? '',
+          prompt: p.params.prompt,
+          negative_prompt: p.params.negative_prompt ?? '',
           engine: p.engine,
-          seed: String(p.seed),
-          steps: String(p.steps),
-          guidance: String(p.guidance),
-          size: `${p.width}x${p.height}`,
+          seed: String(p.params.seed),
+          steps: String(p.params.steps),
+          guidance: String(p.params.guidance),
+          size: `${p.params.width}x${p.params.height}`,
           model_revision: result.model_revision ?? '',
           weights: result.weights ?? '',
           generation_id: id,

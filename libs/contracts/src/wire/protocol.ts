@@ -12,6 +12,8 @@
  * `worker-python/flexy_worker/protocol.py`; both are checked against `wire-vectors.json`.
  */
 
+import type { GenerationParams } from '@flexy/engines';
+
 export const PROTOCOL_VERSION = 1;
 /** Frames larger than this are a protocol error (64 MP of RGB plus headroom). */
 export const MAX_FRAME_BYTES = 256 * 1024 * 1024;
@@ -49,23 +51,17 @@ export interface RawImageRef {
 
 // ---- supervisor → worker ------------------------------------------------------------------------
 
-export interface GenerateMessage {
+/** A job: its id and engine, every generation parameter (the API's names), references and preview cadence. */
+export type GenerateMessage = {
   type: 'generate';
   job_id: string;
   engine: string;
-  prompt: string;
-  negative_prompt: string | null;
-  seed: number;
-  steps: number;
-  guidance: number;
-  width: number;
-  height: number;
-  num_images: number;
+} & GenerationParams & {
   /** Reference images for engines that condition on them; pixels follow in the payload, in order. */
   references: RawImageRef[];
   /** Send a `progress` preview every N steps (0 = never). */
   preview_every: number;
-}
+};
 
 export interface CancelMessage {
   type: 'cancel';

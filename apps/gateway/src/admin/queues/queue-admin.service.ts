@@ -185,7 +185,7 @@ function jobRow(job: Job, state: QueueJobState): QueueJobRow {
     name: job.name,
     state,
     engine: typeof data.engine === 'string' ? data.engine : null,
-    prompt: typeof data.prompt === 'string' ? data.prompt : null,
+    prompt: typeof (data.params as { prompt?: unknown } | undefined)?.prompt === 'string' ? (data.params as { prompt: string }).prompt : null,
     origin: typeof data.origin === 'string' ? data.origin : null,
     priority: job.priority ?? 0,
     attemptsMade: job.attemptsMade ?? 0,
