@@ -3,7 +3,7 @@
  * for both, so the HTML and the JSON never disagree. Input DTOs (validated) sit at the end.
  */
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
-import type { WorkerLifecycleState } from '@flexy/contracts';
+import { GENERATION_STATUSES, type WorkerLifecycleState } from '@flexy/contracts';
 import { Transform } from 'class-transformer';
 import { ArrayMaxSize, ArrayMinSize, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
 
@@ -247,7 +247,7 @@ export class CleanQueueDto extends AdminFormDto {
   olderThanMinutes!: number;
 }
 
-export const JOB_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'cancelled'] as const;
+export const JOB_STATUSES = GENERATION_STATUSES;
 
 export class JobSearchQueryDto extends LiveQueryDto {
   /** A generation id, or words of its prompt. */

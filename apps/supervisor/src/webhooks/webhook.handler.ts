@@ -1,5 +1,5 @@
 import { Inject, Injectable, Logger } from '@nestjs/common';
-import { JobName, type WebhookJobPayload, type WebhookJobResult } from '@flexy/contracts';
+import { generationUrls, JobName, type WebhookJobPayload, type WebhookJobResult } from '@flexy/contracts';
 import { APP_CONFIG, type AppConfig } from '@flexy/config';
 import { PrismaService } from '@flexy/persistence';
 import { deliverWebhook, WebhookTargetRefused } from '@flexy/webhooks';
@@ -39,7 +39,7 @@ export class WebhookHandler {
         status: g.status,
         engine: g.engine,
         seed: Number(g.seed),
-        image_urls: g.images.map((i) => `/v1/generations/${g.id}/image?index=${i.index}`),
+        image_urls: g.images.map((i) => generationUrls.image(g.id, i.index)),
         error: g.errorCode ? { code: g.errorCode, message: g.errorMessage, field: g.errorField } : null,
         total_ms: g.totalMs,
       },
