@@ -958,11 +958,12 @@ def suite_hook_check(args, rec: Recorder, device: torch.device) -> None:
     from flexy_worker.demo_snapshots import build_all
     from flexy_worker.engines.manager import EngineManager
 
-    os.environ[acc.FAST_PATH_ENV] = args.fast_path_env or "*:fast"
+    fast_path_env = args.fast_path_env or "*:fast"
     models_dir = Path(tempfile.mkdtemp(prefix="flexy-demo-"))
     catalog = load_catalog()
     build_all(models_dir, catalog=catalog)
-    manager = EngineManager(catalog, models_dir, device, "bfloat16" if device.type == "cuda" else "float32", int(1e12), "local")
+    manager = EngineManager(catalog, models_dir, device, "bfloat16" if device.type == "cuda" else "float32", int(1e12), "local",
+                            fast_paths=acc.parse_fast_path(fast_path_env))  # fmt: skip
     for engine in catalog.ids():
         try:
             load_s, _ = wall(lambda: manager.load(engine), device)
@@ -972,7 +973,7 @@ def suite_hook_check(args, rec: Recorder, device: torch.device) -> None:
             compiled = sum(1 for m in denoiser.modules() if getattr(m, "_compiled_call_impl", None) is not None)
             seconds, out = wall(lambda: manager.generate(request_for(manager, engine, steps=4, size=256), lambda e: None,
                                                          lambda: False), device)  # fmt: skip
-            rec.row(engine=engine, mode="fast path via EngineManager.load (demo snapshot)", fast_path_env=os.environ[acc.FAST_PATH_ENV],
+            rec.row(engine=engine, mode="fast path via EngineManager.load (demo snapshot)", fast_path_env=fast_path_env,
                     load_with_warm_up_s=round(load_s, 2), generate_s=round(seconds, 3), fp8_layers=fp8, compiled_blocks=compiled,
                     image_shape=list(out.images[0].shape), note="tiny demo weights: a wiring check, not a speed figure")  # fmt: skip
         except Exception as exc:

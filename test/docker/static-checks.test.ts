@@ -241,7 +241,7 @@ describe('supervisor health check', () => {
       `${check}; echo "none=$?"`,
       `${process.execPath} apps/supervisor/src/main.js & sleep 0.3`,
       `${check}; echo "supervisor-only=$?"`,
-      `python3 -m flexy_worker --device cuda:0 & sleep 0.3`,
+      `FLEXY_WORKER_DEVICE=cuda python3 -m flexy_worker & sleep 0.3`,
       `${check}; echo "both=$?"`,
       `kill %2; wait %2 2>/dev/null; ${check}; echo "worker-gone=$?"`,
       'kill %1',

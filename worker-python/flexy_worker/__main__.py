@@ -1,4 +1,6 @@
-"""``python -m flexy_worker``: the worker process (see ``worker.py`` for the protocol and options).
+"""``python -m flexy_worker``: the worker process (see ``worker.py`` for the protocol). It takes no
+arguments: its settings are environment variables (``settings.py``), e.g.
+``MODELS_DIR=.data/models FLEXY_WORKER_DEVICE=cpu python -m flexy_worker``.
 
 stdout is the protocol channel and nothing else may write to it. Before anything heavy is imported,
 the protocol keeps a private duplicate of fd 1, fd 1 itself is pointed at stderr (so prints from
@@ -21,6 +23,17 @@ def _isolate_stdout():
 
 
 def _run() -> int:
+    from .settings import SettingsError, load_settings
+
+    if sys.argv[1:]:
+        print("python -m flexy_worker takes no arguments: its settings are environment variables "
+              "(see flexy_worker/settings.py and the README's configuration table)", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print("flexy_worker: invalid configuration\n" + "".join(f"  {p}\n" for p in exc.problems), end="", file=sys.stderr)
+        return 2
     proto_out = _isolate_stdout()
     # Weights come only from MODELS_DIR: never reach the hub at run time.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -30,7 +43,7 @@ def _run() -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(
         stream=sys.stderr,
-        level=os.environ.get("FLEXY_WORKER_LOG_LEVEL", "INFO").upper(),
+        level=settings.log_level,
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
     )
     # Unbuffered raw stdin: no buffer lock for the reader thread to hold at exit.
@@ -39,8 +52,11 @@ def _run() -> int:
     from .worker import main
 
     try:
-        return main(sys.argv[1:], proto_out, proto_in)
-    except SystemExit as exc:  # argparse errors and a missing CUDA device
+        return main(settings, proto_out, proto_in)
+    except SettingsError as exc:  # a setting only the GPU modules can check (FLEXY_FAST_PATH)
+        logging.getLogger("flexy_worker").error("invalid configuration: %s", "; ".join(exc.problems))
+        return 2
+    except SystemExit as exc:  # a missing CUDA device
         if isinstance(exc.code, str):
             logging.getLogger("flexy_worker").error("%s", exc.code)
             return 2

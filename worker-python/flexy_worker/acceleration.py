@@ -56,8 +56,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-FAST_PATH_ENV = "FLEXY_FAST_PATH"
-COMPILE_CACHE_ENV = "FLEXY_COMPILE_CACHE"
+FAST_PATH_ENV = "FLEXY_FAST_PATH"  # the worker's setting (settings.py) whose value parse_fast_path reads
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = float(torch.finfo(FP8_DTYPE).max)  # 448
 _SCALE_FLOOR = 1e-12
@@ -191,9 +190,9 @@ def parse_fast_path(value: str | None) -> dict[str, FastPath]:
     return table
 
 
-def fast_path_for(engine: str, env: dict[str, str] | None = None) -> FastPath:
-    """The fast path configured for engine (FastPath() when none: everything off)."""
-    table = parse_fast_path((env if env is not None else os.environ).get(FAST_PATH_ENV))
+def fast_path_for(engine: str, value: str | None) -> FastPath:
+    """The fast path a FLEXY_FAST_PATH value gives engine (FastPath() when none: everything off)."""
+    table = parse_fast_path(value)
     return table.get(engine) or table.get("*") or FastPath()
 
 
@@ -430,10 +429,10 @@ def compile_repeated_blocks(model: nn.Module, mode: str | None = None, fullgraph
     return len(blocks)
 
 
-def configure_compile_cache(cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+def configure_compile_cache(cache_dir: str | os.PathLike[str] | None) -> str | None:
     """Keep Inductor's and Triton's caches in one persistent folder so a restarted worker reuses
-    compiled kernels (FX graph cache and autotune results) and pays Dynamo tracing only."""
-    cache_dir = cache_dir or os.environ.get(COMPILE_CACHE_ENV)
+    compiled kernels (FX graph cache and autotune results) and pays Dynamo tracing only. The worker
+    calls it once at start with FLEXY_COMPILE_CACHE; the benchmarks with their --compile-cache."""
     if not cache_dir:
         return None
     cache_dir = os.path.abspath(cache_dir)
@@ -665,7 +664,6 @@ def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: tor
     if resolved.step_cache:
         report.details["step_cache"] = enable_step_cache(denoiser, resolved.step_cache)
     if resolved.compile:
-        configure_compile_cache()
         report.details["compiled_blocks"] = compile_repeated_blocks(denoiser, mode=resolved.compile_mode)
     if _is_cuda(device):
         torch.cuda.synchronize(device)
@@ -730,11 +728,10 @@ def warm_up(pipeline: Any, width: int, height: int, steps: int = 2, negative: bo
     return (time.perf_counter() - started) * 1000
 
 
-def accelerate_engine(pipeline: Any, spec: Any, env: dict[str, str] | None = None,
+def accelerate_engine(pipeline: Any, spec: Any, path: FastPath,
                       device: torch.device | str | None = None, warm: bool = True) -> FastPathReport | None:  # fmt: skip
-    """The engine manager's one call after loading: the configured fast path of spec.id, applied and
-    warmed up at the engine's default size. None when no fast path is configured for it."""
-    path = fast_path_for(spec.id, env)
+    """The engine manager's one call after loading: spec.id's configured fast path, applied and
+    warmed up at the engine's default size. None when it has nothing enabled."""
     if not path.enabled():
         return None
     report = apply_fast_path(pipeline, path, spec.id, device)

@@ -71,7 +71,6 @@ HEAD_DIMS = (64, 128)
 MODES = {"fp8": ("fp8", "fp8"), "fp8qk": ("fp8", "bf16"), "int8": ("int8", "fp8"), "int8qk": ("int8", "bf16")}
 _BACKEND_TAGS = {mode: f"flexy-{mode}" for mode in MODES}  # processors' _attention_backend while installed
 _TAG_TO_MODE = {tag: mode for mode, tag in _BACKEND_TAGS.items()}
-LOADER_ENV = "FLEXY_FP8_ATTN_LOADER"  # "tma" | "ptr": override the global-memory loader
 
 
 def interpreting() -> bool:
@@ -300,9 +299,8 @@ def _cdiv(a: int, b: int) -> int:
 
 def default_loader(device: torch.device) -> str:
     """'tma' (Hopper's tensor memory accelerator, compute capability 9.0+) or 'ptr' (plain loads)."""
-    forced = os.environ.get(LOADER_ENV)
-    if forced in ("tma", "ptr"):
-        return forced
+    if _FORCED_LOADER.get("value"):
+        return _FORCED_LOADER["value"]
     if _DEFAULT_LOADER.get("value"):
         return _DEFAULT_LOADER["value"]
     if device.type == "cuda" and TensorDescriptor is not None and torch.cuda.get_device_capability(device) >= (9, 0):
@@ -311,6 +309,15 @@ def default_loader(device: torch.device) -> str:
 
 
 _DEFAULT_LOADER: dict[str, str | None] = {"value": None}
+_FORCED_LOADER: dict[str, str | None] = {"value": None}
+
+
+def force_loader(loader: str | None) -> None:
+    """The operator's choice (FLEXY_FP8_ATTN_LOADER, read by the worker's settings): wins over the
+    device's default and the self-test's fallback."""
+    if loader not in (None, "tma", "ptr"):
+        raise ValueError(f"loader {loader!r}")
+    _FORCED_LOADER["value"] = loader
 
 
 def set_default_loader(loader: str | None) -> None:

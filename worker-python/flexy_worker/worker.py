@@ -19,16 +19,19 @@ Ends of the process:
 * ``shutdown`` message: the running job finishes, queued jobs are answered ``cancelled``, exit 0;
 * SIGTERM (or SIGINT): the running job is interrupted at its next step (answered ``cancelled``), exit 0;
 * stdin EOF (the supervisor is gone): the same, and if the GPU thread is stuck in a step it is not
-  waited for longer than ``FLEXY_WORKER_EOF_GRACE_S`` seconds (default 30): an orphaned worker must not
-  hold the GPU. EOF before ``ready`` exits at once;
+  waited for longer than ``FLEXY_WORKER_EOF_GRACE_S`` seconds: an orphaned worker must not hold the
+  GPU. EOF before ``ready`` exits at once;
 * poisoned CUDA context (``CudaFatal``): the job's ``failed`` result is sent, exit 70;
 * out of memory while loading the preload set: exit 71;
-* a frame that cannot be parsed (bad prefix, JSON, unknown type): exit 72.
+* a frame that cannot be parsed (bad prefix, JSON, unknown type): exit 72;
+* a setting that does not pass (``settings.py``): exit 2, each bad variable named on stderr.
+
+Settings arrive in the environment only, read once by ``settings.load_settings``.
 
 Out of memory during a job is answered ``failed``/``oom`` after freeing what can be freed; the worker
 keeps serving. A second OOM in a row also unloads every engine except the one the job used.
 
-Fault injection (read once at start; for tests and the supervisor's fault suite). Each names a prompt
+Fault injection (settings read once at start; for tests and the supervisor's fault suite). Each names a prompt
 substring; a job whose prompt contains it triggers the fault inside its step callback, so it goes
 through the same classification path as a real error:
 
@@ -45,7 +48,6 @@ through the same classification path as a real error:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import gc
 import logging
@@ -59,68 +61,11 @@ from typing import Any
 
 from . import protocol as wire
 from .protocol import ExitCode
+from .settings import SettingsError, WorkerSettings
 
 log = logging.getLogger("flexy_worker")
 
-FAULT_ENV = {
-    "oom": "FLEXY_FAULT_OOM_ON_JOB",
-    "cuda_fatal": "FLEXY_FAULT_CUDA_FATAL_ON_JOB",
-    "hang": "FLEXY_FAULT_HANG_ON_JOB",
-    "exit": "FLEXY_FAULT_EXIT_ON_JOB",
-    "preload_oom": "FLEXY_FAULT_OOM_ON_PRELOAD",
-}
-TEXT_ENCODER_MODES = ("local", "remote", "auto")
-EOF_GRACE_ENV = "FLEXY_WORKER_EOF_GRACE_S"
-DEFAULT_EOF_GRACE_S = 30.0
 _IDLE_POLL_S = 0.25  # how often an idle GPU thread notices SIGTERM (signal handlers take no locks)
-
-
-# ---- configuration -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Config:
-    models_dir: Path
-    catalog: Path | None
-    device: str
-    preload: tuple[str, ...]
-    vram_budget_gb: float | None
-    text_encoder: str
-
-
-def parse_args(argv: list[str], env: dict[str, str]) -> Config:
-    parser = argparse.ArgumentParser(prog="python -m flexy_worker", description="FlexyFace GPU worker (speaks frames on stdin/stdout)")
-    parser.add_argument("--models-dir", default=env.get("MODELS_DIR"), help="folder of engine snapshots (env MODELS_DIR)")
-    parser.add_argument("--catalog", default=env.get("FLEXY_ENGINE_CATALOG"),
-                        help="engine-catalog.json (env FLEXY_ENGINE_CATALOG; default: the checkout's libs/engines/engine-catalog.json)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--preload", default="", help="comma-separated engine ids to load before `ready`")
-    parser.add_argument("--vram-budget-gb", type=float, default=_float_or_none(env.get("WORKER_VRAM_BUDGET_GB")),
-                        help="memory the resident engines may use (env WORKER_VRAM_BUDGET_GB; default: the device's memory less headroom)")
-    parser.add_argument("--text-encoder", choices=TEXT_ENCODER_MODES, default=env.get("FLUX2_TEXT_ENCODER") or "auto",
-                        help="FLUX.2 text encoder placement (env FLUX2_TEXT_ENCODER)")
-    args = parser.parse_args(argv)
-    if not args.models_dir:
-        parser.error("--models-dir (or MODELS_DIR) is required")
-    if args.text_encoder not in TEXT_ENCODER_MODES:
-        parser.error(f"--text-encoder must be one of {', '.join(TEXT_ENCODER_MODES)}")
-    if args.vram_budget_gb is not None and args.vram_budget_gb <= 0:
-        parser.error("--vram-budget-gb must be positive")
-    return Config(
-        models_dir=Path(args.models_dir),
-        catalog=Path(args.catalog) if args.catalog else None,
-        device=args.device,
-        preload=tuple(e.strip() for e in args.preload.split(",") if e.strip()),
-        vram_budget_gb=args.vram_budget_gb,
-        text_encoder=args.text_encoder,
-    )
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 # ---- fault injection -----------------------------------------------------------------------------
@@ -136,15 +81,11 @@ class Faults:
     preload_oom: str | None = None
 
     @staticmethod
-    def from_env(env: dict[str, str]) -> "Faults":
-        exit_on = exit_with = None
-        raw_exit = env.get(FAULT_ENV["exit"])
-        if raw_exit:
-            exit_on, sep, exit_with = raw_exit.rpartition(":")
-            if not sep or not exit_on:
-                raise ValueError(f"{FAULT_ENV['exit']} must be <prompt substring>:<exit code|SIGNAME>, got {raw_exit!r}")
-        return Faults(env.get(FAULT_ENV["oom"]) or None, env.get(FAULT_ENV["cuda_fatal"]) or None,
-                      env.get(FAULT_ENV["hang"]) or None, exit_on, exit_with, env.get(FAULT_ENV["preload_oom"]) or None)
+    def from_settings(settings: WorkerSettings) -> "Faults":
+        # The settings checked the <prompt substring>:<exit code|SIGNAME> shape of the exit fault.
+        exit_on, _, exit_with = (settings.fault_exit or "").rpartition(":")
+        return Faults(settings.fault_oom, settings.fault_cuda_fatal, settings.fault_hang, exit_on or None,
+                      exit_with or None, settings.fault_preload_oom)
 
     def any(self) -> bool:
         return any((self.oom, self.cuda_fatal, self.hang, self.exit_on, self.preload_oom))
@@ -236,11 +177,12 @@ def _check_generate(message: wire.GenerateMessage) -> None:
 
 class Worker:
     def __init__(self, manager: Any, writer: wire.FrameWriter, *, device: str, faults: Faults,
-                 budget_bytes: int, errors: Any):
+                 budget_bytes: int, errors: Any, eof_grace_s: float):
         self.manager = manager
         self.writer = writer
         self.device = device
         self.faults = faults
+        self.eof_grace_s = eof_grace_s
         self.errors = errors  # the flexy_worker.errors module (imported after torch is set up)
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
@@ -332,7 +274,7 @@ class Worker:
             logging.shutdown()
             os._exit(ExitCode.OK)
         self.request_stop("stdin closed", interrupt=True)
-        grace = _float_or_none(os.environ.get(EOF_GRACE_ENV)) or DEFAULT_EOF_GRACE_S
+        grace = self.eof_grace_s
         time.sleep(grace)
         # Still here: the GPU thread is stuck in a step (a hung kernel) and would linger forever.
         log.error("GPU thread did not stop within %.0f s of stdin closing; exiting anyway", grace)
@@ -645,17 +587,13 @@ def _resolve_device(requested: str) -> str:
     if torch.cuda.is_available():
         return "cuda:0"
     if requested == "cuda":
-        raise SystemExit("--device cuda was requested but torch sees no CUDA device")
+        raise SystemExit("FLEXY_WORKER_DEVICE=cuda was requested but torch sees no CUDA device")
     return "cpu"
 
 
-DEVICE_MEMORY_ENV = "WORKER_DEVICE_MEMORY_GB"
-
-
-def _cap_device_memory(device: str) -> int | None:
+def _cap_device_memory(device: str, cap_gb: float | None) -> int | None:
     """WORKER_DEVICE_MEMORY_GB: the most device memory (GiB) this worker's allocator may take, as if the
     card were that small (a shared card; the GPU tier's 32 GB run). Returns the cap in bytes."""
-    cap_gb = _float_or_none(os.environ.get(DEVICE_MEMORY_ENV))
     if not cap_gb or not device.startswith("cuda"):
         return None
     import torch
@@ -675,11 +613,11 @@ def _default_budget_bytes(device: str, cap: int | None = None) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
 
 
-def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
+def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
     """Run the worker; ``proto_out``/``proto_in`` are the binary protocol streams. Returns the exit code."""
-    config = parse_args(argv, dict(os.environ))
-    faults = Faults.from_env(dict(os.environ))
-    worker = Worker(None, wire.FrameWriter(proto_out), device=config.device, faults=faults, budget_bytes=0, errors=None)
+    faults = Faults.from_settings(config)
+    worker = Worker(None, wire.FrameWriter(proto_out), device=config.device, faults=faults, budget_bytes=0, errors=None,
+                    eof_grace_s=config.eof_grace_s)
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)  # Ctrl-C in a terminal: the same orderly stop
     # The reader starts before the slow imports: pings are answered and a dead supervisor is noticed
@@ -699,10 +637,10 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     if device == "cpu":
         # The worker shares the host's cores with its supervisor, the gateway and Redis; one intra-op
         # thread avoids oversubscription, which slowed demo generations several-fold on 2 cores.
-        torch.set_num_threads(int(os.environ.get("FLEXY_CPU_THREADS", "1")))
-    cap = _cap_device_memory(device)
+        torch.set_num_threads(config.cpu_threads)
+    cap = _cap_device_memory(device, config.device_memory_gb)
     budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device, cap)
-    catalog = load_catalog(config.catalog)
+    catalog = load_catalog(config.engine_catalog)
     log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s",
              device, str(dtype).removeprefix("torch."), budget / 1024**3, config.models_dir, catalog.source,
              config.text_encoder, torch.__version__, diffusers.__version__, " FAULTS ARMED" if faults.any() else "")
@@ -710,7 +648,8 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
         log.info("cuda device: %s%s", torch.cuda.get_device_name(0), f" (capped to {cap / 1024**3:.1f} GiB)" if cap else "")
 
     manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
-                            budget_bytes=budget, text_encoder_mode=config.text_encoder)
+                            budget_bytes=budget, text_encoder_mode=config.text_encoder, remote_url=config.text_encoder_url,
+                            remote_token=config.hf_token, fast_paths=_fast_paths(config))  # fmt: skip
     worker.attach(manager, errors, device, budget)
     for engine in config.preload:
         if worker.stop_requested():
@@ -738,6 +677,25 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     code = worker.serve()
     log.info("exiting with %d", code)
     return code
+
+
+def _fast_paths(config: WorkerSettings) -> dict[str, Any]:
+    """FLEXY_FAST_PATH parsed (its option vocabulary belongs to acceleration.py), with the compile cache
+    and the FP8 attention loader it may use. Imports the GPU modules only when a fast path is set."""
+    if config.fp8_attn_loader:
+        from .fp8_attention import force_loader
+
+        force_loader(config.fp8_attn_loader)
+    if not config.fast_path:
+        return {}
+    from . import acceleration
+
+    if config.compile_cache:
+        acceleration.configure_compile_cache(config.compile_cache)
+    try:
+        return acceleration.parse_fast_path(config.fast_path)
+    except ValueError as exc:
+        raise SettingsError([f"FLEXY_FAST_PATH: {exc}"]) from None
 
 
 def _quiet_libraries() -> None:

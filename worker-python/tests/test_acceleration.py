@@ -28,10 +28,10 @@ def test_parse_options_and_table():
     table = acc.parse_fast_path("flux2_dev_4bit:fp8+compile, flux1_dev:compile ,*:sdpa=flash")
     assert table["flux2_dev_4bit"].fp8 == "row" and table["flux2_dev_4bit"].compile
     assert table["flux1_dev"] == acc.FastPath(compile=True)
-    env = {acc.FAST_PATH_ENV: "flux1_dev:compile,*:sdpa=flash"}
-    assert acc.fast_path_for("flux1_dev", env).compile
-    assert acc.fast_path_for("sd3_medium", env).sdpa == "flash"
-    assert not acc.fast_path_for("sd3_medium", {}).enabled()
+    value = "flux1_dev:compile,*:sdpa=flash"
+    assert acc.fast_path_for("flux1_dev", value).compile
+    assert acc.fast_path_for("sd3_medium", value).sdpa == "flash"
+    assert not acc.fast_path_for("sd3_medium", None).enabled()
 
 
 def test_parse_gemm_and_attention_options():
@@ -42,7 +42,7 @@ def test_parse_gemm_and_attention_options():
     assert acc.parse_options("attn=fp8qk").attention == "fp8qk" and acc.parse_options("attn=fp8qk").enabled()
     assert acc.parse_options("attn=cudnn") == acc.FastPath(sdpa="cudnn")  # attn= still names SDPA backends
     assert acc.parse_options("accum=exact+bias=add") == acc.FastPath(fast_accum=False)
-    assert acc.fast_path_for("flux2_dev_4bit", {acc.FAST_PATH_ENV: "flux2_dev_4bit:fp8+attn=fp8"}).attention == "fp8"
+    assert acc.fast_path_for("flux2_dev_4bit", "flux2_dev_4bit:fp8+attn=fp8").attention == "fp8"
 
 
 @pytest.mark.parametrize("bad", ["sdpa=fp8", "attn=fp4", "accum=slow", "bias=late"])
@@ -256,7 +256,7 @@ def test_apply_fast_path_on_cpu_reports_what_applied():
     report = acc.apply_fast_path(pipe, acc.parse_options("fp8+compile"), "flux2_dev_4bit")
     assert report.asked == "fp8+compile" and report.applied == "compile"
     assert report.details["compiled_blocks"] == 3
-    assert acc.accelerate_engine(pipe, type("S", (), {"id": "x"})(), env={}) is None
+    assert acc.accelerate_engine(pipe, type("S", (), {"id": "x"})(), acc.FastPath()) is None
     # applied again (as the benchmarks do): compiled code is dropped, attention asked for is not
     # available on the CPU and reported as not applied
     again = acc.apply_fast_path(pipe, acc.parse_options("fp8+attn=fp8+compile"), "flux2_dev_4bit")
@@ -267,9 +267,8 @@ def test_apply_fast_path_on_cpu_reports_what_applied():
 # ---- the engine manager's hook ------------------------------------------------------------------
 
 
-def test_manager_applies_the_configured_fast_path_on_load(make_manager, monkeypatch):
-    monkeypatch.setenv(acc.FAST_PATH_ENV, "flux1_dev:cache=0.3,sd3_medium:off")
-    manager = make_manager()
+def test_manager_applies_the_configured_fast_path_on_load(make_manager):
+    manager = make_manager(fast_paths=acc.parse_fast_path("flux1_dev:cache=0.3,sd3_medium:off"))
     manager.load("flux1_dev")
     manager.load("sd3_medium")
     flux = manager.loaded("flux1_dev").pipeline.transformer
@@ -285,8 +284,7 @@ def test_manager_applies_the_configured_fast_path_on_load(make_manager, monkeypa
     manager.unload()
 
 
-def test_manager_without_fast_path_is_untouched(make_manager, monkeypatch):
-    monkeypatch.delenv(acc.FAST_PATH_ENV, raising=False)
+def test_manager_without_fast_path_is_untouched(make_manager):
     manager = make_manager()
     manager.load("flux1_dev")
     assert acc.step_cache_stats(manager.loaded("flux1_dev").pipeline.transformer) is None

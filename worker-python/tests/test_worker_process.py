@@ -6,6 +6,7 @@ module needs is spawned at once when the module starts, and each test talks to i
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from flexy_worker import protocol as wire
+from flexy_worker.settings import WorkerSettings
 
 WORKER_ROOT = Path(__file__).resolve().parents[1]
 ENGINE = "flux1_dev"
@@ -26,6 +28,8 @@ SIZE = 64
 STEPS = 4
 START_TIMEOUT_S = 240
 JOB_TIMEOUT_S = 120
+# The variables the worker's settings model reads.
+SETTING_NAMES = frozenset(str(field.validation_alias) for field in WorkerSettings.model_fields.values())
 
 
 def _closed_port() -> int:
@@ -37,15 +41,16 @@ def _closed_port() -> int:
 class WorkerProc:
     """One spawned worker plus a thread that turns its stdout into frames."""
 
-    def __init__(self, name: str, models_dir: Path, log_dir: Path, *, env: dict[str, str] | None = None,
-                 args: list[str] | None = None):
+    def __init__(self, name: str, models_dir: Path, log_dir: Path, *, env: dict[str, str] | None = None):
         self.name = name
         self.stderr_path = log_dir / f"worker-{name}.log"  # under pytest's temp dir, kept for the last runs
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FLEXY_FAULT_")}
+        # Settings arrive in the environment only, as the supervisor hands them over.
+        full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+        full_env.update(MODELS_DIR=str(models_dir), FLEXY_WORKER_DEVICE="cpu")
         full_env["OMP_NUM_THREADS"] = "1"  # six workers share two cores here; tiny models gain nothing from more
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flexy_worker", "--models-dir", str(models_dir), "--device", "cpu", *(args or [])],
+            [sys.executable, "-m", "flexy_worker"],
             cwd=WORKER_ROOT, env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=open(self.stderr_path, "wb"),
         )
@@ -143,7 +148,7 @@ def fleet(demo_models_dir, tmp_path_factory):
     """Every worker this module uses, started together so their start-up overlaps."""
     proxy = f"http://127.0.0.1:{_closed_port()}"
     specs = {
-        "main": dict(args=["--preload", ENGINE]),
+        "main": dict(env={"WORKER_PRELOAD": ENGINE}),
         # No network: any hub or proxy access would fail or hang; the worker must not try.
         "faults": dict(env={
             "HTTPS_PROXY": proxy, "HTTP_PROXY": proxy, "https_proxy": proxy, "http_proxy": proxy, "NO_PROXY": "",
@@ -153,7 +158,7 @@ def fleet(demo_models_dir, tmp_path_factory):
         "eof": {},
         "hang": dict(env={"FLEXY_FAULT_HANG_ON_JOB": "[hang]", "FLEXY_WORKER_EOF_GRACE_S": "2"}),
         "segv": dict(env={"FLEXY_FAULT_EXIT_ON_JOB": "[segv]:SIGSEGV"}),
-        "preload_oom": dict(env={"FLEXY_FAULT_OOM_ON_PRELOAD": ENGINE}, args=["--preload", ENGINE]),
+        "preload_oom": dict(env={"FLEXY_FAULT_OOM_ON_PRELOAD": ENGINE, "WORKER_PRELOAD": ENGINE}),
     }
     log_dir = tmp_path_factory.mktemp("worker-logs")
     workers = {name: WorkerProc(name, demo_models_dir, log_dir, **spec) for name, spec in specs.items()}
@@ -471,40 +476,85 @@ def test_nothing_but_frames_reaches_the_protocol_stdout():
 # ---- configuration (no process needed) -----------------------------------------------------------
 
 
-def test_cli_flags_override_environment_fallbacks():
-    from flexy_worker.worker import parse_args
+@pytest.fixture
+def settings_env(monkeypatch):
+    """Sets the worker's environment to exactly the given settings (none of the caller's)."""
 
-    env = {"MODELS_DIR": "/env/models", "FLEXY_ENGINE_CATALOG": "/env/catalog.json", "WORKER_VRAM_BUDGET_GB": "20",
-           "FLUX2_TEXT_ENCODER": "remote"}
-    from_env = parse_args([], env)
-    assert (str(from_env.models_dir), str(from_env.catalog), from_env.vram_budget_gb, from_env.text_encoder) == (
-        "/env/models", "/env/catalog.json", 20.0, "remote")
-    assert from_env.device == "auto" and from_env.preload == ()
-    flags = parse_args(["--models-dir", "/m", "--device", "cpu", "--preload", "flux1_dev, sd3_medium",
-                        "--vram-budget-gb", "7.5", "--text-encoder", "local"], env)
-    assert (str(flags.models_dir), flags.device, flags.preload, flags.vram_budget_gb, flags.text_encoder) == (
-        "/m", "cpu", ("flux1_dev", "sd3_medium"), 7.5, "local")
+    def set_env(**values: str) -> None:
+        for name in SETTING_NAMES:
+            monkeypatch.delenv(name, raising=False)
+        for name, value in values.items():
+            monkeypatch.setenv(name, value)
+
+    return set_env
 
 
-@pytest.mark.parametrize("argv,env", [([], {}), ([], {"MODELS_DIR": "/m", "FLUX2_TEXT_ENCODER": "cloud"}),
-                                      (["--models-dir", "/m", "--vram-budget-gb", "0"], {})])
-def test_bad_configuration_is_refused(argv, env):
-    from flexy_worker.worker import parse_args
+def test_settings_come_from_the_environment_with_the_generated_defaults(settings_env):
+    from flexy_worker.settings import load_settings
 
-    with pytest.raises(SystemExit) as exc:
-        parse_args(argv, env)
-    assert exc.value.code == 2
+    settings_env(MODELS_DIR="/m")
+    defaults = load_settings()
+    assert (str(defaults.models_dir), defaults.device, defaults.preload, defaults.text_encoder) == ("/m", "auto", (), "auto")
+    assert (defaults.cpu_threads, defaults.eof_grace_s, defaults.log_level, defaults.vram_budget_gb) == (1, 30.0, "INFO", None)
+    settings_env(MODELS_DIR="/m", FLEXY_ENGINE_CATALOG="/c.json", FLEXY_WORKER_DEVICE="cpu", WORKER_PRELOAD="flux1_dev, sd3_medium",
+                 WORKER_VRAM_BUDGET_GB="7.5", FLUX2_TEXT_ENCODER="remote", FLEXY_CPU_THREADS="4", FLEXY_TEXT_ENCODER_URL="",
+                 HF_TOKEN="hf_secret")  # fmt: skip
+    given = load_settings()
+    assert (str(given.engine_catalog), given.device, given.preload, given.vram_budget_gb, given.text_encoder, given.cpu_threads) == (
+        "/c.json", "cpu", ("flux1_dev", "sd3_medium"), 7.5, "remote", 4)
+    assert given.text_encoder_url is None  # blank is unset
+    assert "hf_secret" not in repr(given)
 
 
-def test_fault_variables_are_parsed():
+@pytest.mark.parametrize("env,problem", [
+    ({}, "MODELS_DIR"),
+    ({"MODELS_DIR": "/m", "FLUX2_TEXT_ENCODER": "cloud"}, "FLUX2_TEXT_ENCODER: must be one of auto, local, remote (got 'cloud')"),
+    ({"MODELS_DIR": "/m", "WORKER_VRAM_BUDGET_GB": "0"}, "WORKER_VRAM_BUDGET_GB: Input should be greater than 0 (got '0')"),
+    ({"MODELS_DIR": "/m", "FLEXY_CPU_THREADS": "2.5"}, "FLEXY_CPU_THREADS"),
+    ({"MODELS_DIR": "/m", "WORKER_PRELOAD": "flux1_dev,flux9"}, "WORKER_PRELOAD: must be one of"),
+    ({"MODELS_DIR": "/m", "FLEXY_FAULT_EXIT_ON_JOB": "no-code"}, "FLEXY_FAULT_EXIT_ON_JOB"),
+])  # fmt: skip
+def test_bad_settings_are_refused_naming_the_variable(settings_env, env, problem):
+    from flexy_worker.settings import SettingsError, load_settings
+
+    settings_env(**env)
+    with pytest.raises(SettingsError) as exc:
+        load_settings()
+    assert any(problem in p for p in exc.value.problems), exc.value.problems
+
+
+def test_bounds_are_the_generated_ones_not_a_copy():
+    from flexy_worker.settings import SCHEMA_PATH, WorkerSettings
+
+    schema = json.loads(SCHEMA_PATH.read_text())["schema"]["properties"]
+    threads = WorkerSettings.model_fields["cpu_threads"]
+    assert {type(m).__name__: getattr(m, "ge", getattr(m, "le", None)) for m in threads.metadata} == {
+        "Ge": schema["FLEXY_CPU_THREADS"]["minimum"], "Le": schema["FLEXY_CPU_THREADS"]["maximum"]}
+    assert set(SETTING_NAMES) == set(schema)  # the model reads every variable the schema gives the worker
+
+
+def test_a_bad_setting_stops_the_process_with_its_name(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    done = subprocess.run([sys.executable, "-m", "flexy_worker"], cwd=WORKER_ROOT, capture_output=True, timeout=60,
+                          env={**env, "MODELS_DIR": str(tmp_path), "FLEXY_WORKER_EOF_GRACE_S": "-1"})  # fmt: skip
+    assert done.returncode == 2 and done.stdout == b""
+    assert b"FLEXY_WORKER_EOF_GRACE_S: Input should be greater than 0 (got '-1')" in done.stderr
+    assert b"Traceback" not in done.stderr
+    with_args = subprocess.run([sys.executable, "-m", "flexy_worker", "--models-dir", str(tmp_path)], cwd=WORKER_ROOT,
+                               capture_output=True, timeout=60, env={**env, "MODELS_DIR": str(tmp_path)})  # fmt: skip
+    assert with_args.returncode == 2 and b"takes no arguments" in with_args.stderr
+
+
+def test_fault_variables_are_parsed(settings_env):
+    from flexy_worker.settings import load_settings
     from flexy_worker.worker import Faults
 
-    faults = Faults.from_env({"FLEXY_FAULT_EXIT_ON_JOB": "a: b:137", "FLEXY_FAULT_OOM_ON_JOB": "[oom]"})
+    settings_env(MODELS_DIR="/m", FLEXY_FAULT_EXIT_ON_JOB="a: b:137", FLEXY_FAULT_OOM_ON_JOB="[oom]")
+    faults = Faults.from_settings(load_settings())
     assert (faults.exit_on, faults.exit_with, faults.oom, faults.hang) == ("a: b", "137", "[oom]", None)
-    assert faults.any() and not Faults.from_env({}).any()
-    with pytest.raises(ValueError, match="FLEXY_FAULT_EXIT_ON_JOB"):
-        Faults.from_env({"FLEXY_FAULT_EXIT_ON_JOB": "no-code"})
-    Faults.from_env({}).fire("anything [oom]")  # nothing armed: a no-op
+    settings_env(MODELS_DIR="/m")
+    assert faults.any() and not Faults.from_settings(load_settings()).any()
+    Faults.from_settings(load_settings()).fire("anything [oom]")  # nothing armed: a no-op
     with pytest.raises(RuntimeError, match="illegal memory access"):
         Faults(cuda_fatal="[x]").fire("a [x] b")
     # The hang waits for the second step, so the first step's progress reaches the supervisor.

@@ -1,8 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { REPO_ROOT } from './config';
-import { SETTING_NAMES, settingDoc } from './settings';
+import { SETTING_NAMES, settingDoc, workerSettingsJson } from './settings';
 import { withSettingsTable } from './settings-table';
+
+describe('generated from the settings schema', () => {
+  it('worker-settings.json, which the Python worker reads, is current (npm run build writes it)', () => {
+    expect(readFileSync(join(REPO_ROOT, 'libs/config/worker-settings.json'), 'utf8')).toBe(workerSettingsJson());
+  });
+});
 
 describe("README's configuration table", () => {
   const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');

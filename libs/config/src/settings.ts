@@ -288,6 +288,11 @@ const settingsShape = z.object({
   QUEUE_STALLED_INTERVAL_MS: setting(millis(500, HOUR_MS), { default: 15_000, description: 'how often each supervisor looks for jobs whose lock expired', readers: ['supervisor'] }),
 
   // ---- the Python worker: validated here, handed to each worker in its environment by the supervisor ----
+  FLEXY_WORKER_DEVICE: setting(oneOf(['auto', 'cpu', 'cuda']), {
+    default: 'auto',
+    description: 'set by the supervisor for each worker (`cpu`, or `cuda` on the GPU it gives it); `auto` when a worker is run by hand',
+    readers: ['worker'],
+  }),
   WORKER_VRAM_BUDGET_GB: setting(decimal(0, 4096, ' (GiB)'), {
     shownDefault: "the card's memory less a reserve",
     description: 'how much the worker keeps resident',
@@ -389,6 +394,20 @@ export const settingsSchema = settingsShape.superRefine(
 export type Settings = z.output<typeof settingsSchema>;
 export type SettingName = keyof typeof settingsShape.shape;
 export const SETTING_NAMES = Object.keys(settingsShape.shape) as SettingName[];
+
+/** The settings the Python worker reads (its environment is its one channel of settings). */
+export const WORKER_SETTING_NAMES = SETTING_NAMES.filter((name) => settingDoc(name).readers.includes('worker'));
+
+/**
+ * The worker's settings as JSON Schema (types, defaults, bounds, choices), for
+ * worker-python/flexy_worker/settings.py: Python takes its rules from here instead of restating them.
+ */
+export function workerSettingsJson(): string {
+  const picked = settingsShape.pick(Object.fromEntries(WORKER_SETTING_NAMES.map((n) => [n, true])) as never);
+  const schema = z.toJSONSchema(picked, { io: 'output', unrepresentable: 'any' }) as { properties: Record<string, Record<string, unknown>> };
+  for (const name of WORKER_SETTING_NAMES) schema.properties[name].description = settingDoc(name).description;
+  return JSON.stringify({ generated_from: 'libs/config/src/settings.ts', schema }, null, 2) + '\n';
+}
 
 export function settingDoc(name: SettingName): SettingDoc {
   const doc = settingDocs.get(settingsShape.shape[name]);

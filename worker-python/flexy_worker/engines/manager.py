@@ -20,10 +20,10 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import PIL.Image
@@ -38,6 +38,9 @@ from ..errors import (
     WorkerError,
     classify_exception,
 )
+
+if TYPE_CHECKING:
+    from ..acceleration import FastPath
 from ..residency import ResidencyManager, config_digest, content_key, weight_files
 from .adapters import LOCAL, REMOTE, PipelineAdapter, adapter_for, embeds_shape_tail
 from .base import GenerateOutput, GenerateRequest, StepEvent
@@ -185,15 +188,19 @@ class EngineManager:
         remote_url: str | None = None,
         remote_token: str | None = None,
         remote_timeout_s: float = 60.0,
+        fast_paths: Mapping[str, FastPath] | None = None,
     ):
         self.catalog = catalog
         self.models_dir = Path(models_dir)
         self.device = torch.device(device)
         self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
         self.text_encoder_mode = text_encoder_mode
-        self.remote_url = remote_url or os.environ.get("FLEXY_TEXT_ENCODER_URL")
-        self.remote_token = remote_token if remote_token is not None else os.environ.get("HF_TOKEN")
+        # The remote encoder's address (None: the catalog's) and token come from the worker's settings.
+        self.remote_url = remote_url
+        self.remote_token = remote_token
         self.remote_timeout_s = remote_timeout_s
+        # FLEXY_FAST_PATH parsed by the worker's settings: engine id (or "*") -> fast path.
+        self.fast_paths = dict(fast_paths or {})
         self.residency_manager = ResidencyManager(self.device, budget_bytes)
         self._loaded: dict[str, LoadedEngine] = {}
         self._inject_oom = 0
@@ -311,7 +318,8 @@ class EngineManager:
         here so that compilation happens during load or preload, before the canary, not in a job."""
         from ..acceleration import accelerate_engine
 
-        if accelerate_engine(pipeline, self.catalog[engine], device=self.device) is None:
+        path = self.fast_paths.get(engine) or self.fast_paths.get("*")
+        if path is None or accelerate_engine(pipeline, self.catalog[engine], path, device=self.device) is None:
             return
         for name, component in pipeline.components.items():  # FP8 weights: count the bytes again
             if isinstance(component, torch.nn.Module):

@@ -1,6 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { WORKER_STATUS_TTL_S, WorkerExitCode, workerStatusKey, type WorkerLifecycleState, type WorkerStatus } from '@flexy/contracts';
-import { APP_CONFIG, REDIS, REPO_ROOT, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, REDIS, REPO_ROOT, SETTING_NAMES, type AppConfig } from '@flexy/config';
 import { ENGINE_CATALOG, isEngineId } from '@flexy/engines';
 import type Redis from 'ioredis';
 import { join } from 'node:path';
@@ -31,6 +31,28 @@ interface Slot {
 interface Waiter {
   engine: string;
   resolve: (w: WorkerProcess) => void;
+}
+
+/**
+ * A worker's environment, its one channel of settings: the host's own variables (PATH, CUDA's and
+ * the proxies') without any of the service's settings, then the worker's settings as validated by
+ * the configuration, then this worker's device and preload set. So the worker never sees a raw
+ * value the schema did not pass, nor settings it has no use for (database, passwords).
+ */
+export function workerEnvironment(config: AppConfig, device: WorkerDevice, preload: readonly string[]): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value !== undefined && !(SETTING_NAMES as readonly string[]).includes(name)) env[name] = value;
+  }
+  return {
+    ...env,
+    ...config.workerEnv,
+    FLEXY_WORKER_DEVICE: device.cudaVisibleDevices === undefined ? 'cpu' : 'cuda',
+    WORKER_PRELOAD: preload.join(','),
+    CUDA_VISIBLE_DEVICES: device.cudaVisibleDevices ?? '',
+    HF_HUB_OFFLINE: '1',
+    PYTHONUNBUFFERED: '1',
+  };
 }
 
 /** How much a worker already holds of an engine: on the device beats parked in host memory beats nothing. */
@@ -204,19 +226,8 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     const worker = new WorkerProcess({
       id: this.workerId(slot.device),
       python: c.workerPython,
-      args: [
-        '--models-dir', c.modelsDir,
-        '--catalog', c.engineCatalogPath,
-        '--device', slot.device.cudaVisibleDevices === undefined ? 'cpu' : 'cuda',
-        ...(slot.preload.length ? ['--preload', slot.preload.join(',')] : []),
-      ],
       cwd: join(REPO_ROOT, 'worker-python'),
-      env: {
-        ...process.env,
-        HF_HUB_OFFLINE: '1',
-        PYTHONUNBUFFERED: '1',
-        CUDA_VISIBLE_DEVICES: slot.device.cudaVisibleDevices ?? '',
-      },
+      env: workerEnvironment(c, slot.device, slot.preload),
       heartbeatIntervalMs: c.heartbeatIntervalMs,
       heartbeatTimeoutMs: c.heartbeatTimeoutMs,
       stallTimeoutMs: c.workerStallTimeoutMs,

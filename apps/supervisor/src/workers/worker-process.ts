@@ -22,8 +22,8 @@ export type WorkerState = 'starting' | 'ready' | 'busy' | 'stopping' | 'exited';
 export interface WorkerProcessOptions {
   id: string;
   python: string;
-  args: string[];
   cwd: string;
+  /** The worker's whole environment: its one channel of settings (flexy_worker/settings.py). */
   env: Record<string, string | undefined>;
   heartbeatIntervalMs: number;
   heartbeatTimeoutMs: number;
@@ -117,7 +117,7 @@ export class WorkerProcess extends EventEmitter {
   async start(): Promise<ReadyMessage> {
     const { execa } = await import('execa');
     const o = this.options;
-    const child = execa(o.python, ['-m', 'flexy_worker', ...o.args], {
+    const child = execa(o.python, ['-m', 'flexy_worker'], {
       cwd: o.cwd,
       env: o.env,
       extendEnv: false,
