@@ -247,6 +247,77 @@ export async function records(stack: FaultStack, id: string) {
   return { rows, images: rows.flatMap((r) => r.images), files };
 }
 
+// ---- what was lost -------------------------------------------------------------------------------
+
+/** Failures that are the service's own (a part went away), not the request's: a job ending so was lost. */
+export const INFRASTRUCTURE_CODES = new Set(['worker_lost', 'internal', 'queue_unavailable', 'storage_unavailable', 'interrupted']);
+
+export interface LossLook {
+  db: DatabaseClient;
+  queue: Queue;
+  imagesDir: string;
+}
+
+export interface LostJob {
+  id: string;
+  why: string;
+}
+
+/**
+ * Every accepted job that the service did not carry to an honest end, judged from the three places
+ * that hold it: the database (the promise), BullMQ (the delivery) and the image store (the result).
+ * A job is kept when it succeeded with one image row and one file per image; when it failed with
+ * the outcome its scenario asserts (`expectedFailures`: id → error code), or with a reason of the
+ * request's own; or when it was cancelled on request (`cancelledOnPurpose`). Anything else is lost:
+ * no record, a record still queued or running (with or without a live job), cancelled with no one
+ * asking, failed for an infrastructure reason, or succeeded without its files.
+ */
+export async function lostJobs(
+  look: LossLook,
+  ids: string[],
+  options: { expectedFailures?: Map<string, string>; cancelledOnPurpose?: Set<string> } = {},
+): Promise<LostJob[]> {
+  const lost: LostJob[] = [];
+  const rows = new Map<string, Awaited<ReturnType<typeof look.db.generation.findMany<{ include: { images: true } }>>>[number]>();
+  // In slices: SQLite caps the parameters of one statement.
+  for (let i = 0; i < ids.length; i += 500) {
+    for (const row of await look.db.generation.findMany({ where: { id: { in: ids.slice(i, i + 500) } }, include: { images: true } })) rows.set(row.id, row);
+  }
+  for (const id of ids) {
+    const row = rows.get(id);
+    if (!row) {
+      lost.push({ id, why: 'no record' });
+      continue;
+    }
+    if (row.status === 'queued' || row.status === 'running') {
+      const job = await look.queue.getJob(id);
+      const state = job ? await job.getState() : 'missing';
+      lost.push({ id, why: `still ${row.status} in the database; BullMQ job ${state}` });
+      continue;
+    }
+    if (row.status === 'cancelled') {
+      if (!options.cancelledOnPurpose?.has(id)) lost.push({ id, why: 'cancelled, though nobody asked' });
+      continue;
+    }
+    if (row.status === 'failed') {
+      const expected = options.expectedFailures?.get(id);
+      if (expected ? row.errorCode !== expected : INFRASTRUCTURE_CODES.has(row.errorCode ?? 'internal')) {
+        lost.push({ id, why: `failed: ${row.errorCode} ${row.errorMessage ?? ''}${expected ? ` (expected ${expected})` : ''}` });
+      }
+      continue;
+    }
+    const dir = join(look.imagesDir, id.slice(-2));
+    const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.startsWith(`${id}_`) && !f.endsWith('.tmp')) : [];
+    if (row.images.length !== row.numImages || files.length !== row.numImages) {
+      lost.push({ id, why: `succeeded with ${row.images.length} image row(s) and ${files.length} file(s) for ${row.numImages} image(s)` });
+    }
+  }
+  return lost;
+}
+
+/** The stack's three places, for `lostJobs`. */
+export const lossLook = (stack: FaultStack): LossLook => ({ db: stack.db, queue: stack.queue, imagesDir: join(stack.dataDir, 'images') });
+
 /** Starts a supervisor's worker run over and expects the next tiny job to succeed on it. */
 export async function expectServing(stack: Stack, tag: string): Promise<void> {
   const g = await finished(stack, await create(stack, { ...TINY, prompt: `next job after ${tag}` }));
@@ -260,7 +331,24 @@ export interface Measurement {
   outcome: string;
   detectionMs: number | null;
   recoveryMs: number | null;
-  jobsLost: number;
+  /** Computed by `lostJobs`; null when the scenario failed before it could count. */
+  jobsLost: number | null;
+}
+
+/**
+ * Runs one scenario and keeps its row whatever happens: the body fills in the row as it learns its
+ * figures; if it throws, the row is written with the failure as its outcome, then the error goes on
+ * to Jest.
+ */
+export async function recordScenario(file: string, scenario: string, body: (row: Measurement) => Promise<void>): Promise<void> {
+  const row: Measurement = { scenario, outcome: '', detectionMs: null, recoveryMs: null, jobsLost: null };
+  try {
+    await body(row);
+  } catch (err) {
+    measure(file, { ...row, outcome: `FAILED: ${(err as Error).message.split('\n')[0].slice(0, 300)}` });
+    throw err;
+  }
+  measure(file, row);
 }
 
 const RESULTS_DIR = join(ROOT, 'test-artifacts/fault');
@@ -293,7 +381,7 @@ export function writeReport(): void {
   const table = [
     '| scenario | outcome | detection | recovery | jobs lost |',
     '|---|---|---|---|---|',
-    ...rows.map((r) => `| ${r.scenario} | ${r.outcome} | ${seconds(r.detectionMs)} | ${seconds(r.recoveryMs)} | ${r.jobsLost} |`),
+    ...rows.map((r) => `| ${r.scenario} | ${r.outcome} | ${seconds(r.detectionMs)} | ${seconds(r.recoveryMs)} | ${r.jobsLost ?? '—'} |`),
   ];
   const text = [
     '## Reliability',

@@ -116,7 +116,7 @@ describe('worker faults (host-a)', () => {
   it('7. a deleted job lock aborts the GPU run; the job runs again once and is recorded once', async () => {
     const id = await create(stack, { ...LONG, prompt: 'lock deleted mid-run' });
     await midRun(stack, id);
-    const aborted = nextLine(sup, new RegExp(`job=${id} cancelled`), 60_000);
+    const aborted = nextLine(sup, new RegExp(`job=${id} interrupted`), 60_000);
     const redis = new IORedis(stack.redisUrl);
     const t0 = Date.now();
     expect(await redis.del(`bull:generation:${id}:lock`)).toBe(1);

@@ -1,7 +1,8 @@
 """Failure classes the worker reports, with the codes of ErrorCode in the wire protocol.
 
 The supervisor acts on the code: bad_input is never retried, oom is retried once at most,
-cuda_fatal restarts the worker, cancelled is a normal end.
+cuda_fatal restarts the worker, cancelled is a normal end (a user asked for it), interrupted puts
+the job back in the queue (the worker stopped it for a shutdown, a signal or a lost supervisor).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ ERROR_CODES = (
     "bad_input",
     "oom",
     "cancelled",
+    "interrupted",
     "engine_unavailable",
     "text_encoder_unavailable",
     "cuda_fatal",

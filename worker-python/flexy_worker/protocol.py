@@ -49,9 +49,11 @@ class ExitCode:
 
 WeightsKind = Literal["demo", "random", "hub"]
 ErrorCode = Literal[
-    "bad_input", "oom", "cancelled", "engine_unavailable", "text_encoder_unavailable", "cuda_fatal", "internal"
+    "bad_input", "oom", "cancelled", "interrupted", "engine_unavailable", "text_encoder_unavailable", "cuda_fatal",
+    "internal",
 ]
-JobStatus = Literal["succeeded", "failed", "cancelled"]
+#: ``cancelled`` answers a cancel message only; a job stopped for any other reason is ``interrupted``.
+JobStatus = Literal["succeeded", "failed", "cancelled", "interrupted"]
 
 
 class ProtocolError(Exception):
@@ -359,6 +361,12 @@ class CancelMessage(Message):
 
 
 @dataclass(frozen=True)
+class InterruptMessage(Message):
+    TYPE: ClassVar[str] = "interrupt"
+    job_id: str
+
+
+@dataclass(frozen=True)
 class PingMessage(Message):
     TYPE: ClassVar[str] = "ping"
     seq: int
@@ -474,7 +482,7 @@ class ResultMessage(Message):
 
 
 SUPERVISOR_MESSAGES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (GenerateMessage, CancelMessage, PingMessage, UnloadMessage, ShutdownMessage)
+    cls.TYPE: cls for cls in (GenerateMessage, CancelMessage, InterruptMessage, PingMessage, UnloadMessage, ShutdownMessage)
 }
 WORKER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (ReadyMessage, PongMessage, ProgressMessage, ImageMessage, ResultMessage)

@@ -8,7 +8,9 @@ Threads, as in ComfyUI's single prompt worker:
   once: ``ping`` is answered from a state snapshot the GPU thread keeps, so a busy or hung GPU never
   delays a pong (a hang shows as a ``busy_job_id`` whose ``last_progress_at`` stops moving: judge hangs
   by that, not by missing pongs); ``cancel`` flags the running job (acted on between steps) or drops a
-  queued one; ``generate``/``unload`` are queued; ``shutdown`` lets the current job finish, then exit 0.
+  queued one, and is the only thing answered ``cancelled``; ``interrupt`` does the same for a job the
+  supervisor takes back; a job stopped for any other reason (a
+  signal, a shutdown, the supervisor gone) is answered ``interrupted``, so the supervisor puts it back; ``generate``/``unload`` are queued; ``shutdown`` lets the current job finish, then exit 0.
 
 ``last_progress_at`` is the time (ms since the epoch) of the job's last step, or of its start before
 its first step. Job output: ``progress`` per step (with a preview payload every ``preview_every``
@@ -16,8 +18,8 @@ steps), one ``image`` frame per image (raw RGB8 payload), then ``result``.
 
 Ends of the process:
 
-* ``shutdown`` message: the running job finishes, queued jobs are answered ``cancelled``, exit 0;
-* SIGTERM (or SIGINT): the running job is interrupted at its next step (answered ``cancelled``), exit 0;
+* ``shutdown`` message: the running job finishes, queued jobs are answered ``interrupted``, exit 0;
+* SIGTERM (or SIGINT): the running job is interrupted at its next step (answered ``interrupted``), exit 0;
 * stdin EOF (the supervisor is gone): the same, and if the GPU thread is stuck in a step it is not
   waited for longer than ``FLEXY_WORKER_EOF_GRACE_S`` seconds: an orphaned worker must not hold the
   GPU. EOF before ``ready`` exits at once;
@@ -131,6 +133,8 @@ class Job:
     references: list[Any]  # PIL images
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str = "cancelled by the supervisor"
+    # Set with ``cancel`` when the stop was not asked for by a user's cancel: answered ``interrupted``.
+    interrupted: bool = False
 
     @property
     def job_id(self) -> str:
@@ -243,6 +247,7 @@ class Worker:
             self._stopping = True
             if interrupt and self._current is not None:
                 self._current.cancel_reason = f"interrupted: {reason}"
+                self._current.interrupted = True
                 self._current.cancel.set()
             self._wake.notify_all()
 
@@ -292,6 +297,8 @@ class Worker:
             self.send(wire.PongMessage(ping.seq, busy, last, residency))
         elif kind == "cancel":
             self._on_cancel(wire.CancelMessage.from_header(frame.header).job_id)
+        elif kind == "interrupt":
+            self._on_cancel(wire.InterruptMessage.from_header(frame.header).job_id, interrupt=True)
         elif kind == "generate":
             self._on_generate(frame)
         elif kind == "unload":
@@ -305,12 +312,17 @@ class Worker:
         else:
             raise wire.ProtocolError(f"unknown message type {kind!r}")
 
-    def _on_cancel(self, job_id: str) -> None:
+    def _on_cancel(self, job_id: str, *, interrupt: bool = False) -> None:
+        """A user's cancel, or (``interrupt``) the supervisor taking the job back: answered ``interrupted``."""
+        what = "interrupt" if interrupt else "cancel"
         dropped: Job | None = None
         with self._lock:
             if self._current is not None and self._current.job_id == job_id:
+                if interrupt and not self._current.cancel.is_set():
+                    self._current.interrupted = True
+                    self._current.cancel_reason = "interrupted by the supervisor"
                 self._current.cancel.set()
-                log.info("job=%s cancel requested (running; acted on at the next step)", job_id)
+                log.info("job=%s %s requested (running; acted on at the next step)", job_id, what)
                 return
             for item in self._queue:
                 if isinstance(item, Job) and item.job_id == job_id:
@@ -319,7 +331,11 @@ class Worker:
             if dropped is not None:
                 self._queue.remove(dropped)
         if dropped is None:
-            log.info("job=%s cancel for a job this worker does not hold; ignored", job_id)
+            log.info("job=%s %s for a job this worker does not hold; ignored", job_id, what)
+            return
+        if interrupt:
+            log.info("job=%s interrupted while queued", job_id)
+            self._interrupted(job_id, dropped.message.engine)
             return
         log.info("job=%s cancelled while queued", job_id)
         self._result(job_id, "cancelled", error=wire.ErrorInfo("cancelled", "cancelled before it started", None),
@@ -345,8 +361,7 @@ class Worker:
                 log.info("job=%s queued engine=%s %dx%d steps=%d images=%d refs=%d", job_id, message.engine,
                          message.width, message.height, message.steps, message.num_images, len(references))
                 return
-        self._result(job_id, "cancelled", error=wire.ErrorInfo("cancelled", "the worker is shutting down", None),
-                     engine=message.engine)
+        self._interrupted(job_id, message.engine)
 
     # -- GPU thread --------------------------------------------------------------------------------
 
@@ -377,8 +392,7 @@ class Worker:
                     self.last_progress_at = _now_ms()
                 return item
         for job in drained:
-            self._result(job.job_id, "cancelled", error=wire.ErrorInfo("cancelled", "the worker is shutting down", None),
-                         engine=job.message.engine)
+            self._interrupted(job.job_id, job.message.engine)
         return None
 
     def serve(self) -> int:
@@ -405,6 +419,11 @@ class Worker:
         except _Stop as stop:
             return stop.code
 
+    def _interrupted(self, job_id: str, engine: str) -> None:
+        """A job this worker will not run because it is stopping: not a cancel, the supervisor puts it back."""
+        self._result(job_id, "interrupted", error=wire.ErrorInfo("interrupted", "the worker is shutting down", None),
+                     engine=engine)
+
     def _unload(self, engine: str | None) -> None:
         try:
             self.manager.unload(engine)
@@ -417,6 +436,7 @@ class Worker:
     def _should_cancel(self, job: Job) -> bool:
         if self._signalled and not job.cancel.is_set():
             job.cancel_reason = "interrupted: SIGTERM"
+            job.interrupted = True
             job.cancel.set()
         return job.cancel.is_set()
 
@@ -490,8 +510,10 @@ class Worker:
         timings = wire.Timings(total_ms=total_ms)
         if kind == "cancelled":
             self.refresh_residency()
-            self._result(msg.job_id, "cancelled", error=error, engine=msg.engine, timings=timings)
-            log.info("job=%s cancelled: %s", msg.job_id, error.message)
+            status = "interrupted" if job.interrupted else "cancelled"
+            error = wire.ErrorInfo(status, error.message, None)
+            self._result(msg.job_id, status, error=error, engine=msg.engine, timings=timings)
+            log.info("job=%s %s: %s", msg.job_id, status, error.message)
             return
         if kind == "cuda_fatal":
             self._result(msg.job_id, "failed", error=error, engine=msg.engine, timings=timings)

@@ -298,6 +298,19 @@ def test_cancel_mid_run_stops_within_one_step(main_worker):
     assert result.num_images == 0
 
 
+def test_interrupt_stops_the_job_as_interrupted_not_cancelled(main_worker):
+    main_worker.send(generate("taken-back", steps=50, width=128, height=128))
+    main_worker.send(generate("taken-back-queued", steps=2))
+    main_worker.expect("progress")
+    main_worker.send({"type": "interrupt", "job_id": "taken-back-queued"})
+    main_worker.send({"type": "interrupt", "job_id": "taken-back"})
+    results = {}
+    while len(results) < 2:
+        frame = main_worker.expect("result", skip=("progress", "pong"))
+        results[frame.header["job_id"]] = (frame.header["status"], frame.header["error"]["code"])
+    assert results == {"taken-back": ("interrupted", "interrupted"), "taken-back-queued": ("interrupted", "interrupted")}
+
+
 def test_cancel_of_a_queued_job_answers_it_at_once(main_worker):
     main_worker.send(generate("runner", steps=30, width=128, height=128))
     main_worker.send(generate("queued", steps=2))
@@ -328,8 +341,16 @@ def test_unload_then_generate_loads_again(main_worker):
     assert result.status == "succeeded" and result.timings.load_ms > 0
 
 
-def test_shutdown_exits_zero(main_worker):
+def test_shutdown_finishes_the_running_job_and_interrupts_the_queued_ones(main_worker):
+    main_worker.send(generate("last-1", steps=8, width=128, height=128))
+    main_worker.send(generate("last-queued", steps=2))
+    main_worker.expect("progress")
     main_worker.send({"type": "shutdown"})
+    results = {}
+    while len(results) < 2:
+        frame = main_worker.expect("result", skip=("progress", "pong", "image"))
+        results[frame.header["job_id"]] = frame.header["status"]
+    assert results == {"last-1": "succeeded", "last-queued": "interrupted"}
     assert main_worker.wait_exit() == wire.ExitCode.OK
     assert main_worker.next(10) is None  # stdout closed after the last frame
 
@@ -372,10 +393,17 @@ def test_sigterm_interrupts_the_job_and_exits_zero(fleet):
     worker = fleet["sigterm"]
     worker.wait_ready()
     worker.send(generate("term-1", steps=50, width=128, height=128))
+    worker.send(generate("term-queued", steps=2))
     worker.expect("progress")
     worker.proc.send_signal(signal.SIGTERM)
-    result = wire.ResultMessage.from_header(worker.expect("result", skip=("progress",)).header)
-    assert result.status == "cancelled" and "SIGTERM" in result.error.message
+    results = {}
+    while len(results) < 2:
+        frame = worker.expect("result", skip=("progress", "pong"))
+        results[frame.header["job_id"]] = wire.ResultMessage.from_header(frame.header)
+    # Stopping is not cancelling: nobody asked for a cancel, so both go back to the supervisor as interrupted.
+    running, queued = results["term-1"], results["term-queued"]
+    assert running.status == "interrupted" and running.error.code == "interrupted" and "SIGTERM" in running.error.message
+    assert queued.status == "interrupted" and queued.error.code == "interrupted"
     assert worker.wait_exit() == wire.ExitCode.OK
 
 

@@ -2,11 +2,10 @@ import { BullModule, getQueueToken } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
-import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
+import { APP_CONFIG, createRedis, loadConfig, REDIS } from '@flexy/config';
 import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import IORedis from 'ioredis';
 import { AdminModule } from './admin/admin.module';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { BatchesController } from './batches/batches.controller';
@@ -24,11 +23,12 @@ import { StatusService } from './status/status.service';
 
 const config = loadConfig();
 
-/** No offline queue: while Redis is down a create fails at once (503) instead of hanging. */
-function failFastRedis(): IORedis {
-  const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
-  redis.on('error', () => undefined); // reconnects by itself; requests meanwhile answer 503
-  return redis;
+/**
+ * No offline queue: while Redis is down a create fails at once (503) instead of hanging. It reconnects
+ * by itself; the outage is logged once.
+ */
+function failFastRedis() {
+  return createRedis(config.redisUrl, { maxRetriesPerRequest: 1, enableOfflineQueue: false });
 }
 
 @Module({

@@ -4,6 +4,9 @@ import { NestFactory } from '@nestjs/core';
 import { loadConfig, orExitOnBadConfig, type AppConfig } from '@flexy/config';
 import { QueueWorkerService } from './jobs/queue-worker.service';
 
+/** After the grace period: the interrupt between steps (10 s at most) and the workers' own stop. */
+const STOP_LIMIT_AFTER_GRACE_MS = 20_000;
+
 /** The supervisor has no HTTP surface: it consumes queues and owns this host's Python workers. */
 async function bootstrap(config: AppConfig): Promise<void> {
   // The module reads the configuration as it loads, so it is loaded only once the configuration passed.
@@ -22,6 +25,12 @@ async function bootstrap(config: AppConfig): Promise<void> {
     }
     stopping = true;
     Logger.log(`${signal}: finishing or handing back running jobs, then stopping the workers`, 'Supervisor');
+    // Every step below has its own bound, but one waits on Redis (a job put back), which may be away:
+    // past this, jobs still held return to the queue when their locks expire, or by the reconciler.
+    setTimeout(() => {
+      Logger.warn(`not stopped ${STOP_LIMIT_AFTER_GRACE_MS} ms after the grace period; exiting now`, 'Supervisor');
+      process.exit(1);
+    }, config.supervisorGraceMs + STOP_LIMIT_AFTER_GRACE_MS).unref();
     void app
       .get(QueueWorkerService)
       .drain(config.supervisorGraceMs)

@@ -1,13 +1,12 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { APP_CONFIG, loadConfig, REDIS } from '@flexy/config';
+import { APP_CONFIG, createRedis, loadConfig, REDIS } from '@flexy/config';
 import { QueueName } from '@flexy/contracts';
 import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
-import IORedis from 'ioredis';
 import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
 import { RetentionHandler } from './maintenance/retention.handler';
@@ -34,11 +33,8 @@ function quietQueue(name: QueueName, redis: Redis): Queue {
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     {
       provide: REDIS,
-      useFactory: () => {
-        const redis = new IORedis(config.redisUrl, { maxRetriesPerRequest: null });
-        redis.on('error', () => undefined); // commands wait for the reconnect (no retry limit); the queue workers log the outage
-        return redis;
-      },
+      // Commands wait for the reconnect (no retry limit); an outage is logged once per process.
+      useFactory: () => createRedis(config.redisUrl, { maxRetriesPerRequest: null }),
     },
     { provide: GENERATION_QUEUE, useFactory: (redis: Redis) => quietQueue(QueueName.Generation, redis), inject: [REDIS] },
     { provide: WEBHOOK_QUEUE, useFactory: (redis: Redis) => quietQueue(QueueName.Webhook, redis), inject: [REDIS] },

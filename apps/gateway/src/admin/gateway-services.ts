@@ -2,7 +2,7 @@ import { getQueueToken } from '@nestjs/bullmq';
 import { Injectable, type OnModuleDestroy } from '@nestjs/common';
 import { ModuleRef } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
-import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, REDIS, reportQueueErrors, type AppConfig } from '@flexy/config';
 import { IMAGE_STORE, type ImageStore } from '@flexy/storage';
 import { Queue } from 'bullmq';
 import type Redis from 'ioredis';
@@ -55,6 +55,7 @@ export class GatewayServices implements OnModuleDestroy {
       } catch {
         // A queue the gateway does not produce to still gets watched.
         queue = new Queue(name, { connection: this.redis });
+        reportQueueErrors(queue, `queue ${name}`);
         this.ownQueues.push(queue);
       }
       this.found.set(token, queue);

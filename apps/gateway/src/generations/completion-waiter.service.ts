@@ -1,9 +1,8 @@
 import { Inject, Injectable, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { QueueName, isTerminalStatus } from '@flexy/contracts';
-import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, createRedis, reportQueueErrors, type AppConfig } from '@flexy/config';
 import { GenerationsRepository, type GenerationWithImages } from '@flexy/persistence';
 import { QueueEvents } from 'bullmq';
-import IORedis from 'ioredis';
 
 /**
  * Lets a request wait for its job to finish without polling: one QueueEvents stream per gateway
@@ -22,12 +21,12 @@ export class CompletionWaiter implements OnModuleInit, OnModuleDestroy {
 
   async onModuleInit(): Promise<void> {
     this.events = new QueueEvents(QueueName.Generation, {
-      connection: new IORedis(this.config.redisUrl, { maxRetriesPerRequest: null }),
+      connection: createRedis(this.config.redisUrl, { maxRetriesPerRequest: null }),
     });
     const wake = ({ jobId }: { jobId: string }) => this.wake(jobId);
     this.events.on('completed', wake);
     this.events.on('failed', wake);
-    this.events.on('error', () => undefined); // reconnects by itself; waiters also poll
+    reportQueueErrors(this.events, 'completion events'); // reconnects by itself; waiters also poll
     await this.events.waitUntilReady().catch(() => undefined);
   }
 

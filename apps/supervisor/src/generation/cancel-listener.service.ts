@@ -1,7 +1,7 @@
 import { Inject, Injectable, Logger, type OnModuleDestroy, type OnModuleInit } from '@nestjs/common';
 import { CANCEL_CHANNEL } from '@flexy/contracts';
-import { APP_CONFIG, type AppConfig } from '@flexy/config';
-import IORedis from 'ioredis';
+import { APP_CONFIG, createRedis, type AppConfig } from '@flexy/config';
+import type IORedis from 'ioredis';
 import { WorkerPool } from '../workers/worker-pool.service';
 
 /**
@@ -20,8 +20,7 @@ export class CancelListener implements OnModuleInit, OnModuleDestroy {
   ) {}
 
   async onModuleInit(): Promise<void> {
-    this.subscriber = new IORedis(this.config.redisUrl, { maxRetriesPerRequest: null });
-    this.subscriber.on('error', () => undefined); // reconnects by itself
+    this.subscriber = createRedis(this.config.redisUrl, { maxRetriesPerRequest: null }); // resubscribes after a reconnect
     this.subscriber.on('message', (_channel, jobId: string) => {
       if (this.pool.cancel(jobId)) this.logger.log(`cancel forwarded for ${jobId}`);
     });

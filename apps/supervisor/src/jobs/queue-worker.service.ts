@@ -1,9 +1,8 @@
 import { Inject, Injectable, Logger, type BeforeApplicationShutdown, type OnApplicationBootstrap } from '@nestjs/common';
 import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { JobName, QueueName, type JobMap } from '@flexy/contracts';
-import { APP_CONFIG, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, createRedis, reportQueueErrors, type AppConfig } from '@flexy/config';
 import { Worker, type Job } from 'bullmq';
-import IORedis from 'ioredis';
 import { WorkerPool } from '../workers/worker-pool.service';
 import { ON_JOB } from './on-job.decorator';
 
@@ -29,8 +28,6 @@ const JOB_QUEUE: { [N in JobName]: JobMap[N]['queue'] } = {
 /** After the grace period, how long interrupted jobs get to stop between steps before their workers are stopped. */
 const INTERRUPT_WAIT_MS = 10_000;
 
-const CONNECTION_ERROR_LOG_EVERY_MS = 10_000;
-
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /**
@@ -50,7 +47,6 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
   private draining: Promise<void> | null = null;
   /** Generation jobs in a handler right now (for the shutdown log). */
   private running = 0;
-  private readonly lastConnectionError = new Map<string, number>();
 
   constructor(
     @Inject(APP_CONFIG) private readonly config: AppConfig,
@@ -78,7 +74,7 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
     for (const queue of queues) {
       const isGeneration = queue === QueueName.Generation;
       const worker = new Worker(queue, (job, token, signal) => this.dispatch(job, token, signal), {
-        connection: new IORedis(this.config.redisUrl, { maxRetriesPerRequest: null }),
+        connection: createRedis(this.config.redisUrl, { maxRetriesPerRequest: null }),
         // One job per serving Python worker: a GPU runs one generation at a time.
         concurrency: isGeneration ? Math.max(1, this.pool.servingCount()) : 4,
         autorun: !isGeneration || this.pool.servingCount() > 0,
@@ -86,11 +82,13 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
         stalledInterval: this.config.queueStalledIntervalMs,
         maxStalledCount: 2,
       });
-      worker.on('error', (err) => this.logError(queue, err));
+      // While Redis is away every retry fails the same way: one line per outage, not one per retry.
+      reportQueueErrors(worker, `queue ${queue}`);
       // BullMQ renews locks from Node; once one is lost another supervisor may take the job, so
       // the GPU run stops here (the result write is idempotent either way).
       worker.on('lockRenewalFailed', (jobIds: string[]) => {
         for (const jobId of jobIds) {
+          this.pool.interrupt(jobId);
           if (worker.cancelJob(jobId, 'lock-lost' satisfies InterruptReason)) this.logger.warn(`lost the lock of ${jobId}; stopping its run`);
         }
       });
@@ -112,11 +110,13 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
   }
 
   private async drainNow(graceMs: number): Promise<void> {
+    this.pool.beginShutdown();
     this.logger.log(`draining: no new jobs; ${this.running} running generation job(s) get ${graceMs} ms to finish`);
     // close() stops fetching at once and resolves when the active jobs are done.
     const closed = Promise.all(this.workers.map((w) => w.close())).then(() => true);
     if (await Promise.race([closed, sleep(graceMs).then(() => false)])) return;
     this.logger.warn(`grace period over: interrupting ${this.running} generation job(s) to put them back in the queue`);
+    this.pool.interrupt();
     this.generation?.cancelAllJobs('shutdown' satisfies InterruptReason);
     if (await Promise.race([closed, sleep(INTERRUPT_WAIT_MS).then(() => false)])) return;
     // A step stuck in a kernel never reaches the cancel: stopping the worker fails the run, and the
@@ -145,19 +145,6 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
       this.logger.log(`taking generation jobs (${serving} serving worker(s))`);
       void worker.resume();
     }
-  }
-
-  /** While Redis is away every retry fails the same way: say so once in a while, not every time. */
-  private logError(queue: string, err: Error & { code?: string }): void {
-    const connection = ['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND'].includes(err.code ?? '') || /Connection is closed/i.test(err.message);
-    if (!connection) {
-      this.logger.error(`queue ${queue}: ${err.message}`);
-      return;
-    }
-    const now = Date.now();
-    if (now - (this.lastConnectionError.get(queue) ?? 0) < CONNECTION_ERROR_LOG_EVERY_MS) return;
-    this.lastConnectionError.set(queue, now);
-    this.logger.warn(`queue ${queue}: Redis unreachable (${err.message}); reconnecting`);
   }
 
   private async dispatch(job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> {

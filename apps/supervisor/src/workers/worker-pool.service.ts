@@ -173,6 +173,29 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     return !!worker;
   }
 
+  /**
+   * Takes a job back from the worker running it (a shutdown, a lost lock): the worker stops between
+   * steps and answers `interrupted`, never `cancelled`. False when no worker here holds it.
+   */
+  interrupt(jobId?: string): boolean {
+    const workers = this.slots.map((s) => s.worker).filter((w) => w?.busyJobId && (jobId === undefined || w.busyJobId === jobId));
+    for (const worker of workers) worker!.interrupt(worker!.busyJobId!);
+    return workers.length > 0;
+  }
+
+  /**
+   * The supervisor is stopping: from now on no worker is restarted (a worker lost during the drain
+   * is not replaced by one that would only be stopped again) and none is handed out.
+   */
+  beginShutdown(): void {
+    if (this.stopping) return;
+    this.stopping = true;
+    for (const slot of this.slots) {
+      if (slot.restartTimer) clearTimeout(slot.restartTimer);
+      slot.restartTimer = null;
+    }
+  }
+
   /** Stops every worker that holds a job (they did not obey a cancel in time). */
   killBusy(reason: string): void {
     for (const slot of this.slots) if (slot.worker?.busyJobId) slot.worker.kill(reason);
@@ -205,14 +228,12 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
   }
 
   async onApplicationShutdown(): Promise<void> {
-    this.stopping = true;
+    this.beginShutdown();
     if (this.statusTimer) clearInterval(this.statusTimer);
-    for (const slot of this.slots) {
-      if (slot.restartTimer) clearTimeout(slot.restartTimer);
-      slot.state = 'stopping';
-    }
+    for (const slot of this.slots) slot.state = 'stopping';
     await Promise.all(this.slots.map((s) => s.worker?.stop(10_000)));
-    await this.publishStatus();
+    // Redis may be away while stopping: the keys expire by themselves, so the last word is not waited for.
+    await Promise.race([this.publishStatus(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
   }
 
   private async publishStatus(): Promise<void> {

@@ -63,6 +63,18 @@ export class WorkerLostError extends Error {
   }
 }
 
+/**
+ * The worker stopped the job without anyone asking for a cancel (it got SIGTERM, was shut down, or
+ * lost its supervisor) and answered `interrupted`: the job was not finished and must go back to the
+ * queue, never be recorded as cancelled.
+ */
+export class WorkerInterruptedError extends WorkerLostError {
+  constructor(workerId: string, message: string) {
+    super(workerId, { code: null, signal: null, reason: message });
+    this.name = 'WorkerInterruptedError';
+  }
+}
+
 interface PendingRun {
   jobId: string;
   images: RawImage[];
@@ -129,6 +141,10 @@ export class WorkerProcess extends EventEmitter {
       reject: false,
       cleanup: true,
       forceKillAfterDelay: 5000,
+      // Its own process group: a terminal's Ctrl-C or `kill -- -PGID` aimed at the service reaches this
+      // supervisor, which stops the worker in order; it never interrupts the job behind its back.
+      // (A worker whose supervisor dies sees its stdin close and exits by itself.)
+      detached: true,
     });
     this.child = child;
     child.stdout!.on('data', (chunk: Buffer) => this.onStdout(chunk));
@@ -175,8 +191,14 @@ export class WorkerProcess extends EventEmitter {
     });
   }
 
+  /** A user's cancel: the worker answers `cancelled`. */
   cancel(jobId: string): void {
     if (this.pending?.jobId === jobId) this.send({ type: 'cancel', job_id: jobId });
+  }
+
+  /** The supervisor takes the job back (shutdown, lost lock): the worker answers `interrupted`. */
+  interrupt(jobId: string): void {
+    if (this.pending?.jobId === jobId) this.send({ type: 'interrupt', job_id: jobId });
   }
 
   /** Asks for a clean exit; kills after `graceMs`. */
@@ -272,7 +294,8 @@ export class WorkerProcess extends EventEmitter {
         this.pending = null;
         this.currentJob = null;
         if (this.state === 'busy') this.state = 'ready';
-        run.resolve({ result: msg, images: run.images.sort((a, b) => a.index - b.index) });
+        if (msg.status === 'interrupted') run.reject(new WorkerInterruptedError(this.id, `interrupted ${msg.job_id}: ${msg.error?.message ?? 'no detail'}`));
+        else run.resolve({ result: msg, images: run.images.sort((a, b) => a.index - b.index) });
         this.emit('idle');
         return;
       }

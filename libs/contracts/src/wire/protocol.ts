@@ -36,6 +36,7 @@ export type ErrorCode =
   | 'bad_input'
   | 'oom'
   | 'cancelled'
+  | 'interrupted'
   | 'engine_unavailable'
   | 'text_encoder_unavailable'
   | 'cuda_fatal'
@@ -63,8 +64,15 @@ export type GenerateMessage = {
   preview_every: number;
 };
 
+/** A user's cancel: the job stops between two steps and is answered `cancelled`. */
 export interface CancelMessage {
   type: 'cancel';
+  job_id: string;
+}
+
+/** The supervisor takes the job back (it is stopping, or lost the job's lock): answered `interrupted`. */
+export interface InterruptMessage {
+  type: 'interrupt';
   job_id: string;
 }
 
@@ -83,7 +91,7 @@ export interface ShutdownMessage {
   type: 'shutdown';
 }
 
-export type SupervisorMessage = GenerateMessage | CancelMessage | PingMessage | UnloadMessage | ShutdownMessage;
+export type SupervisorMessage = GenerateMessage | CancelMessage | InterruptMessage | PingMessage | UnloadMessage | ShutdownMessage;
 
 // ---- worker → supervisor ------------------------------------------------------------------------
 
@@ -145,7 +153,12 @@ export interface Timings {
 export interface ResultMessage {
   type: 'result';
   job_id: string;
-  status: 'succeeded' | 'failed' | 'cancelled';
+  /**
+   * `cancelled` answers a cancel message and nothing else; `interrupted` is a job the worker stopped
+   * or never started for any other reason (SIGTERM, a shutdown, its supervisor gone): it goes back to
+   * the queue.
+   */
+  status: 'succeeded' | 'failed' | 'cancelled' | 'interrupted';
   error: { code: ErrorCode; message: string; field: string | null } | null;
   timings: Timings;
   weights: WeightsKind | null;
