@@ -44,7 +44,7 @@ function serviceProcesses(): number[] {
 
 /** `npm start` in a process group of its own (as in a terminal), on this file's data folder. */
 async function startService(): Promise<ManagedProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir, SUPERVISOR_GRACE_MS: String(GRACE_MS), OMP_NUM_THREADS: '1' };
+  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir, SUPERVISOR_GRACE_MS: String(GRACE_MS), OMP_NUM_THREADS: '1', DEMO_SNAPSHOTS: 'off' };
   delete env.REDIS_URL;
   delete env.DATABASE_URL;
   const service = manage('npm-start', 'npm', ['start'], env, ROOT, { ownProcessGroup: true });
