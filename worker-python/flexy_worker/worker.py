@@ -673,6 +673,7 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
                             budget_bytes=budget, text_encoder_mode=config.text_encoder, remote_url=config.text_encoder_url,
                             remote_token=config.hf_token, fast_paths=_fast_paths(config))  # fmt: skip
     worker.attach(manager, errors, device, budget)
+    manager.keep_resident = config.preload  # fast paths that grow an engine must fit beside these
     for engine in config.preload:
         if worker.stop_requested():
             break
