@@ -471,9 +471,17 @@ def compile_repeated_blocks(model: nn.Module, mode: str | None = None, fullgraph
     if fullgraph is None:
         fullgraph = not uses_bitsandbytes(model)  # bitsandbytes' Python-side dispatch breaks graphs
     extra = set(EXTRA_COMPILED_BLOCKS.get(type(model).__name__, ()))
-    blocks = repeated_blocks(model) + [m for m in model.modules() if type(m).__name__ in extra]
-    for block in blocks:
+    extras = [m for m in model.modules() if type(m).__name__ in extra]
+    repeated = repeated_blocks(model)
+    ours = repeated + extras
+    if getattr(model, "_repeated_blocks", None) and callable(getattr(model, "compile_repeated_blocks", None)):
+        # The library's own regional compile (diffusers' ModelMixin) for models that list their blocks:
+        # the same per-block torch.compile, measured at the same speed (bench/gpu/NOTES.md, attempt 17).
+        model.compile_repeated_blocks(mode=mode, fullgraph=fullgraph, dynamic=False)
+        ours = extras
+    for block in ours:
         block.compile(mode=mode, fullgraph=fullgraph, dynamic=False)
+    blocks = repeated + extras
     # One entry per image size and batch per block class; a service sees a handful.
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
     return len(blocks)
@@ -695,7 +703,7 @@ def fp8_size_change(denoiser: nn.Module, scope: list[nn.Module] | None = None) -
 def fit_to_memory(path: FastPath, pipeline: Any, room: MemoryRoom | None) -> tuple[FastPath, dict[str, Any]]:
     """path, or path without FP8 where FP8 would make the engine outgrow its room: the fastest mode
     that fits. Only the 4-bit engine can grow (NF4 -> FP8); bf16 engines shrink and always keep FP8.
-    Returns the path to apply and what was weighed (GB, for the report)."""
+    Returns the path to apply and what was weighed (bytes, for the report)."""
     if room is None or not path.fp8:
         return path, {}
     from .residency import storage_bytes
@@ -704,9 +712,9 @@ def fit_to_memory(path: FastPath, pipeline: Any, room: MemoryRoom | None) -> tup
                                  or [denoiser_of(pipeline)])  # fmt: skip
     change = fp8_size_change(denoiser_of(pipeline))
     fits = change <= 0 or room.others_bytes + engine_bytes + change <= room.budget_bytes
-    weighed = {"memory_budget_gb": round(room.budget_bytes / 1e9, 2), "memory_others_gb": round(room.others_bytes / 1e9, 2),
-               "memory_others": list(room.others), "resident_gb_as_loaded": round(engine_bytes / 1e9, 2),
-               "resident_gb_with_fp8": round((engine_bytes + change) / 1e9, 2), "fp8_fits": fits}  # fmt: skip
+    weighed = {"memory_budget_bytes": room.budget_bytes, "memory_others_bytes": room.others_bytes,
+               "memory_others": list(room.others), "resident_bytes_as_loaded": engine_bytes,
+               "resident_bytes_with_fp8": engine_bytes + change, "fp8_fits": fits}  # fmt: skip
     if fits:
         return path, weighed
     log.warning("fp8 fast path dropped: the engine would grow from %.1f to %.1f GB and, beside %.1f GB of %s, "

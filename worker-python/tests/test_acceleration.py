@@ -289,3 +289,87 @@ def test_manager_without_fast_path_is_untouched(make_manager):
     manager.load("flux1_dev")
     assert acc.step_cache_stats(manager.loaded("flux1_dev").pipeline.transformer) is None
     manager.unload()
+
+
+# ---- memory: FP8 only where it fits -------------------------------------------------------------
+
+
+def _nf4_blocks(model: nn.Module) -> nn.Module:
+    """The model's block Linear layers as bitsandbytes NF4 (as the 4-bit engine's checkpoint holds
+    them), quantized on the CPU."""
+    bnb = pytest.importorskip("bitsandbytes")
+    for block in acc.repeated_blocks(model):
+        for parent in list(block.modules()):
+            for name, leaf in list(parent.named_children()):
+                if type(leaf) is not nn.Linear:
+                    continue
+                layer = bnb.nn.Linear4bit(leaf.in_features, leaf.out_features, bias=leaf.bias is not None,
+                                          compute_dtype=torch.float32, quant_type="nf4", device="meta")  # fmt: skip
+                layer.weight = bnb.nn.Params4bit(leaf.weight.data, requires_grad=False, quant_type="nf4", blocksize=64,
+                                                 module=layer)._quantize("cpu")  # fmt: skip
+                if leaf.bias is not None:
+                    layer.bias = nn.Parameter(leaf.bias.data.clone(), requires_grad=False)
+                setattr(parent, name, layer)
+    return model
+
+
+def _tensor_bytes(model: nn.Module) -> int:
+    from flexy_worker.residency import _held_tensors
+
+    return sum(t.numel() * t.element_size() for t, _, _ in _held_tensors([model]))
+
+
+@pytest.mark.parametrize("weights", ["dense", "nf4"])
+def test_fp8_size_change_is_what_the_conversion_does(weights):
+    model = _tiny_flux2() if weights == "dense" else _nf4_blocks(_tiny_flux2())
+    predicted = acc.fp8_size_change(model)
+    before = _tensor_bytes(model)
+    acc.convert_to_fp8(model, "row")
+    assert _tensor_bytes(model) - before == predicted
+    assert (predicted < 0) == (weights == "dense")  # fp32/bf16 weights shrink; NF4 grows to about twice
+
+
+def test_fit_to_memory_keeps_fp8_only_where_the_engine_still_fits():
+    from types import SimpleNamespace
+
+    from flexy_worker.residency import storage_bytes
+
+    fast = acc.FastPath(compile=True, fp8="row", fast_accum=True, sdpa="cudnn")  # resolved on an FP8 card
+    nf4 = SimpleNamespace(transformer=_nf4_blocks(_tiny_flux2()))
+    loaded = storage_bytes([nf4.transformer])
+    grown = loaded + acc.fp8_size_change(nf4.transformer)
+    assert grown > loaded
+
+    kept, weighed = acc.fit_to_memory(fast, nf4, acc.MemoryRoom(budget_bytes=grown + 1000, others_bytes=1000, others=("sd3_medium",)))
+    assert kept == fast and weighed["fp8_fits"] is True and weighed["memory_others"] == ["sd3_medium"]
+    dropped, weighed = acc.fit_to_memory(fast, nf4, acc.MemoryRoom(budget_bytes=grown + 999, others_bytes=1000))
+    assert dropped.describe() == "compile+sdpa=cudnn" and weighed["fp8_fits"] is False  # NF4 stays, compiled
+    assert weighed["resident_bytes_as_loaded"] == loaded and weighed["resident_bytes_with_fp8"] == grown
+
+    dense = SimpleNamespace(transformer=_tiny_flux2())  # FP8 halves bf16 weights: it always fits better
+    assert acc.fit_to_memory(fast, dense, acc.MemoryRoom(budget_bytes=1, others_bytes=0))[0] == fast
+    assert acc.fit_to_memory(fast, nf4, None) == (fast, {})  # no budget given: as configured
+    assert acc.fit_to_memory(acc.FastPath(compile=True), nf4, acc.MemoryRoom(1))[0] == acc.FastPath(compile=True)
+
+
+def test_manager_weighs_the_fast_path_against_the_preload_set(make_manager, monkeypatch, catalog):
+    seen = []
+
+    def spy(pipeline, spec, env=None, device=None, warm=True, room=None):
+        seen.append((spec.id, room))
+        return None
+
+    monkeypatch.setattr(acc, "accelerate_engine", spy)
+    manager = make_manager(budget_bytes=40 * 10**9)
+    manager.keep_resident = ("sd3_medium", "flux1_dev", "flux2_dev_4bit")
+    room = manager._fast_path_room("flux2_dev_4bit")
+    estimate = {e: int(catalog[e].memory_estimate_gb * 1e9) for e in ("sd3_medium", "flux1_dev")}
+    assert room.budget_bytes == 40 * 10**9 and room.others == ("sd3_medium", "flux1_dev")
+    assert room.others_bytes == sum(estimate.values())  # nothing loaded yet: the catalog's estimates
+
+    manager.load("sd3_medium")  # loaded: its real resident bytes count instead of the estimate
+    engine, room = seen[-1]
+    assert engine == "sd3_medium" and room.others == ("flux1_dev", "flux2_dev_4bit")
+    room = manager._fast_path_room("flux2_dev_4bit")
+    assert room.others_bytes == manager.residency_manager.engine_bytes("sd3_medium") + estimate["flux1_dev"]
+    manager.unload()
