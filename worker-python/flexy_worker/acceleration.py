@@ -42,6 +42,10 @@ Configuration, one entry per engine (``*`` for every engine not named)::
     FLEXY_FAST_PATH="*:fast"        # fast = fp8 + accum=fast + compile + sdpa=cudnn where FP8 exists, else compile
     FLEXY_FAST_PATH="flux2_dev_4bit:fp8+accum=fast+attn=int8+compile+sdpa=cudnn"
 
+FP8 halves a bf16 denoiser but doubles the 4-bit engine's NF4 weights (18 -> 32 GB): the worker takes
+FP8 only where the grown engine still fits its budget beside the other engines of its preload set
+(``fit_to_memory``, ``MemoryRoom``), and otherwise applies the rest of the options to the loaded weights.
+
 The worker applies the engine's fast path once after loading (``apply_fast_path``), then runs a
 short warm-up (``warm_up``) so compilation happens before it reports ready, not in the first job.
 Applying another path to the same denoiser later (benchmarks) drops the compiled code and switches
