@@ -355,12 +355,12 @@ def test_fit_to_memory_keeps_fp8_only_where_the_engine_still_fits():
 def test_manager_weighs_the_fast_path_against_the_preload_set(make_manager, monkeypatch, catalog):
     seen = []
 
-    def spy(pipeline, spec, env=None, device=None, warm=True, room=None):
+    def spy(pipeline, spec, path, device=None, warm=True, room=None):
         seen.append((spec.id, room))
         return None
 
     monkeypatch.setattr(acc, "accelerate_engine", spy)
-    manager = make_manager(budget_bytes=40 * 10**9)
+    manager = make_manager(budget_bytes=40 * 10**9, fast_paths=acc.parse_fast_path("*:fast"))
     manager.keep_resident = ("sd3_medium", "flux1_dev", "flux2_dev_4bit")
     room = manager._fast_path_room("flux2_dev_4bit")
     estimate = {e: int(catalog[e].memory_estimate_gb * 1e9) for e in ("sd3_medium", "flux1_dev")}
