@@ -73,12 +73,24 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _git_commit() -> str | None:
+STAMP = ROOT / "BENCH_COMMIT"  # written by bench/gpu/stage.sh into a copy of a commit (git archive)
+
+
+def code_identity() -> dict[str, Any]:
+    """Which code ran: {'commit', 'commit_state'}. In a checkout, HEAD and whether tracked files
+    differ from it ('dirty': the commit alone does not reproduce the run); in a copy made by
+    stage.sh (a device without git), the commit written into it ('archive': exactly that commit)."""
+    if STAMP.exists():
+        return {"commit": STAMP.read_text(encoding="utf-8").split()[0][:12], "commit_state": "archive"}
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0 or not head.stdout.strip():
+            return {"commit": None, "commit_state": "unknown (no git)"}
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                               text=True, timeout=20).stdout.strip()  # fmt: skip
+        return {"commit": head.stdout.strip(), "commit_state": "dirty" if dirty else "clean"}
     except Exception:
-        return None
+        return {"commit": None, "commit_state": "unknown (no git)"}
 
 
 class Recorder:
@@ -86,7 +98,10 @@ class Recorder:
         self.tiny = args.tiny
         self.path = Path(args.results) if args.results else (TINY_RESULTS if args.tiny else RESULTS)
         self.out = Path(os.environ["OUT"]) / ("gpu-tiny.jsonl" if args.tiny else "gpu.jsonl") if os.environ.get("OUT") else None
-        self.command = args.command or "python bench/gpu/bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        # The command that ran: run_all.sh passes its own invocation (BENCH_COMMAND); a direct call is
+        # its own argv. argv is always the Python process's, for the exact arguments.
+        self.argv = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])
+        self.command = args.command or os.environ.get("BENCH_COMMAND") or self.argv
         self.device = device
         cuda = device.type == "cuda"
         self.common = {
@@ -97,7 +112,9 @@ class Recorder:
             "diffusers": _version("diffusers"),
             "transformers": _version("transformers"),
             "bitsandbytes": _version("bitsandbytes"),
-            "commit": _git_commit(),
+            "torchao": _version("torchao"),
+            "cudnn_frontend": _version("nvidia-cudnn-frontend"),
+            **code_identity(),
             "weights": "random (real architecture and size)" if not args.tiny else "random (tiny configs)",
             "init": "normal(0, 1/sqrt(3*fan_in)) linear/conv weights",
         }
@@ -105,7 +122,7 @@ class Recorder:
 
     def row(self, **fields: Any) -> dict[str, Any]:
         row = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **self.common,
-               "command": fields.pop("command", self.command), **fields}  # fmt: skip
+               "command": fields.pop("command", self.command), "argv": self.argv, **fields}  # fmt: skip
         for key in ("s_per_step", "s_per_image", "peak_gb"):
             row.setdefault(key, None)
         line = json.dumps(row, default=_jsonable)
@@ -619,8 +636,57 @@ def save_side_by_side(left, right, engine: str) -> None:
     log(f"saved {path} (left: baseline, middle: fast path, right: |difference| x4)")
 
 
+def best_step_variant(rows: list[dict[str, Any]], max_err: float = 0.02) -> str | None:
+    """The fastest fast path measured on the FLUX.2 transformer step in this process (flux2-fast or
+    flux2-libs ran first) whose error against bf16 is under max_err: its applied options."""
+    fit = [r for r in rows if r.get("engine") == "flux2_dev_transformer" and r.get("fast_path_applied")
+           and r.get("s_per_step") and r.get("rel_err_vs_bf16") is not None and r["rel_err_vs_bf16"] < max_err]  # fmt: skip
+    return min(fit, key=lambda r: r["s_per_step"])["fast_path_applied"] if fit else None
+
+
+def rows_of_this_run(rec: Recorder) -> list[dict[str, Any]]:
+    """This process's rows and those an earlier suite of the same command wrote (run_all.sh runs
+    each suite in its own process) with the same commit in the last three hours."""
+    rows = list(rec.rows)
+    horizon = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=3)
+    for path in filter(None, (rec.out, rec.path)):
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+                fresh = dt.datetime.fromisoformat(row["date"]) >= horizon
+            except (ValueError, KeyError):
+                continue
+            if fresh and row.get("command") == rec.command and row.get("commit") == rec.common.get("commit"):
+                rows.append(row)
+        break  # $OUT's copy when there is one, else the results file
+    return rows
+
+
+def pipeline_fast_paths(wanted: list[str], rows: list[dict[str, Any]], device: torch.device) -> list[str]:
+    """The pipe-flux2 fast paths in order, 'best' replaced by best_step_variant and repeats (after
+    resolving presets on this device) dropped."""
+    from flexy_worker import acceleration as acc
+
+    chosen, seen = [], set()
+    for opts in wanted:
+        if opts == "best":
+            opts = best_step_variant(rows)
+            if opts is None:
+                log("no step variant measured in this process: 'best' skipped")
+                continue
+            log(f"best step variant of this run: {opts}")
+        key = acc.parse_options(opts).resolve(device).describe()
+        if key not in seen:
+            seen.add(key)
+            chosen.append(opts)
+    return chosen
+
+
 def suite_pipe_flux2(args, rec, device) -> None:
-    bench_engine(args, rec, device, "flux2_dev_4bit", args.flux2_fast or ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"], cache=args.cache,
+    wanted = args.flux2_fast or ["compile+sdpa=cudnn", "fp8+compile+sdpa=cudnn"]
+    bench_engine(args, rec, device, "flux2_dev_4bit", pipeline_fast_paths(wanted, rows_of_this_run(rec), device), cache=args.cache,
                  side_by_side=True, reps=args.pipe_reps)  # fmt: skip
 
 
@@ -1001,7 +1067,7 @@ def suite_flux2_fast(args, rec: Recorder, device: torch.device) -> None:
     from flexy_worker import fp8_attention as fa
 
     suite_started = time.perf_counter()
-    model_budget_s = 400.0  # no model variant starts after this, so the suite ends within ~7-8 minutes
+    model_budget_s = args.variants_budget_s  # no model variant starts after this (default: ends within ~7-8 minutes)
 
     # ---- attention alone, in a child process: learn something even if the model rows fail ----
     working: dict[str, list[tuple[float, str]]] = {}  # mode -> [(ms, loader)] that ran and were right
@@ -1096,13 +1162,28 @@ def _flux2_fast_variants(args, rec: Recorder, device: torch.device, working: dic
     converted: str | None = None  # the FP8 granularity the weights were converted to
     for options, role in variants:
         if not compiled:
-            options = options.replace("+compile", "")
+            options = "+".join(part for part in options.split("+") if not part.startswith("compile")) or "off"
         label = f"fast path {options}" + (" (same-run baseline)" if role == "baseline" else "")
         if time.perf_counter() - suite_started > model_budget_s:
             rec.row(**base, mode=label, error="skipped: suite time budget")
             continue
+        if options == LIBRARY_STACK:
+            if converted is None:
+                rec.row(**base, mode=label, error="skipped: needs a converted model (list it after an fp8 variant)")
+                continue
+            log(f"variant {options}")
+            try:
+                extra = _apply_library_stack(transformer, device, compile_blocks=compiled)
+                with torch.inference_mode():
+                    first_s, _ = wall(lambda: transformer(**inputs), device)
+                measure(transformer, inputs, f"{label}: weights of the previous variant (fp8={converted})", ref=ref,
+                        first_call_s=first_s, extra=extra)  # fmt: skip
+            except Exception as exc:
+                traceback.print_exc()
+                rec.row(**base, mode=label, error=repr(exc)[:400])
+            continue
         attn = acc.parse_options(options).attention
-        if attn and device.type == "cuda":
+        if attn and device.type == "cuda" and attn != fa.CUDNN_MODE:  # cuDNN's kernel checks itself on apply
             if attn not in working:
                 rec.row(**base, mode=label, error=f"skipped: attn={attn} did not work in the attention microbench")
                 continue
@@ -1135,6 +1216,125 @@ def _flux2_fast_variants(args, rec: Recorder, device: torch.device, working: dic
     del transformer, pipe
     torch._dynamo.reset()
     free(device)
+
+
+LIBRARY_STACK = "diffusers-compile+diffusers-attention"  # a --fast-variants entry: the library's own calls
+
+
+def _apply_library_stack(transformer, device: torch.device, compile_blocks: bool = True) -> dict[str, Any]:
+    """The libraries' own calls in place of ours, on the weights as they are: our compiled code
+    dropped and our attention routing removed, then diffusers' set_attention_backend('_native_cudnn')
+    and compile_repeated_blocks (fullgraph, static shapes: what acceleration.compile_repeated_blocks
+    passes too)."""
+    from flexy_worker import fp8_attention as fa
+
+    torch._dynamo.reset()
+    for module in transformer.modules():
+        if getattr(module, "_compiled_call_impl", None) is not None:
+            module._compiled_call_impl = None
+    fa.uninstall(transformer)
+    backend = "_native_cudnn" if device.type == "cuda" else "native"
+    transformer.set_attention_backend(backend)
+    if compile_blocks:
+        transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)
+    return {"attention_backend": f"diffusers set_attention_backend({backend!r})",
+            "compile": "diffusers ModelMixin.compile_repeated_blocks(fullgraph=True, dynamic=False)"}  # fmt: skip
+
+
+def _cudnn_attention_microbench(rec: Recorder, device: torch.device, tiny: bool) -> None:
+    """cuDNN's FP8 attention (flexy_worker.cudnn_attention) against its bf16 one at FLUX.2's shape:
+    ms a call with and without the quantization around it, and the error against fp32 attention
+    for flat and peaky scores."""
+    import traceback
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from flexy_worker import cudnn_attention as ca
+
+    heads, seq, dim = (2, 640, 128) if tiny else (48, 4608, 128)
+    flops = 4 * heads * seq * seq * dim
+    att = {"engine": "attention", "batch": 1, "heads": heads, "tokens": seq, "head_dim": dim}
+    try:
+        g = torch.Generator().manual_seed(7)
+        q, k, v = (torch.randn(1, seq, heads, dim, generator=g).to(device, torch.bfloat16) for _ in range(3))
+        q_sharp = (q.float() * 3).to(torch.bfloat16)
+
+        def sdpa(qq, kk=k, vv=v):
+            return torch.nn.functional.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (qq, kk, vv))).transpose(1, 2)
+
+        with torch.inference_mode():
+            ref_flat, ref_sharp = sdpa(q.float(), k.float(), v.float()), sdpa(q_sharp.float(), k.float(), v.float())
+            with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]) if device.type == "cuda" else _no_context():
+                ms = _timed_ms(lambda: sdpa(q), device)
+                rec.row(**att, mode="attention sdpa=cudnn bf16", ms_per_call=round(ms, 4), tflops=round(flops / ms / 1e9, 1),
+                        rel_err_vs_fp32=round(rel_err(sdpa(q), ref_flat), 5),
+                        rel_err_sharp_vs_fp32=round(rel_err(sdpa(q_sharp), ref_sharp), 5))  # fmt: skip
+            check = ca.self_test(device) if device.type == "cuda" else {"ok": False, "error": "cpu: emulation only"}
+            q8, dq = ca.quantize(q)
+            k8, dk = ca.quantize(k)
+            v8, dv = ca.quantize(v)
+            so = 0.5 / dv
+            scale = 1 / dim**0.5
+            kernel_ms = _timed_ms(lambda: torch.ops.flexy.cudnn_fp8_sdpa(q8, k8, v8, dq, dk, dv, so, scale), device)
+            total_ms = _timed_ms(lambda: ca.cudnn_fp8_attention(q, k, v), device)
+            rec.row(**att, mode="attention cudnn sdpa_fp8 (e4m3 q, k, v, p, o; per-tensor scales)", ms_per_call=round(total_ms, 4),
+                    kernel_ms=round(kernel_ms, 4), tflops=round(flops / total_ms / 1e9, 1),
+                    kernel_tflops=round(flops / kernel_ms / 1e9, 1), self_test=check,
+                    quantize_note="ms_per_call: eager quantize + kernel + dequantize; compiled, the quantization fuses with RoPE",
+                    rel_err_vs_fp32=round(rel_err(ca.cudnn_fp8_attention(q, k, v), ref_flat), 5),
+                    rel_err_sharp_vs_fp32=round(rel_err(ca.cudnn_fp8_attention(q_sharp, k, v), ref_sharp), 5))  # fmt: skip
+    except Exception as exc:
+        traceback.print_exc()
+        rec.row(**att, mode="attention cudnn sdpa_fp8", error=repr(exc)[:400])
+
+
+class _no_context:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _timed_ms(fn, device: torch.device, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    sync(device)
+    if device.type != "cuda":
+        return wall(fn, device)[0] * 1000
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+FLUX2_LIBS_VARIANTS = ";".join([
+    "fp8+accum=fast+compile+sdpa=cudnn",  # the fast preset as it is: the same-run baseline
+    "fp8+accum=fast+attn=cudnn-fp8+compile+sdpa=cudnn",  # + cuDNN's FP8 attention
+    "fp8=torchao+compile+sdpa=cudnn",  # torchao's float8 row-wise layers instead of ours
+    "fp8=torchao+attn=cudnn-fp8+compile+sdpa=cudnn",
+    "fp8=torchao+compile=reduce-overhead+sdpa=cudnn",  # CUDA graphs (Inductor's cudagraph trees) per block
+    LIBRARY_STACK,  # torchao's layers, diffusers' regional compile and attention backend
+])
+
+
+def suite_flux2_libs(args, rec: Recorder, device: torch.device) -> None:
+    """The libraries against our own code, one FLUX.2 transformer step at 1024x1024 (about 4-5
+    minutes on an H200): cuDNN's FP8 attention alone (microbench), then bf16 eager (the reference),
+    the fast preset (same-run baseline), + attn=cudnn-fp8, torchao's float8 layers (fp8=torchao:
+    the model is rebuilt from bf16), diffusers' own compile_repeated_blocks and attention backend on
+    those weights, and Inductor's CUDA graphs. --fast-variants replaces the list; --variants-budget-s
+    bounds the time after which no variant starts."""
+    _cudnn_attention_microbench(rec, device, args.tiny)
+    free(device)
+    if not args.fast_variants:
+        args.fast_variants = FLUX2_LIBS_VARIANTS
+    _flux2_fast_variants(args, rec, device, {}, time.perf_counter(), args.variants_budget_s)
 
 
 def suite_flux2_fast_attn(args, rec: Recorder, device: torch.device) -> None:
@@ -1234,6 +1434,7 @@ SUITES = {
     "hook-check": suite_hook_check,
     "flux2-fast": suite_flux2_fast,
     "flux2-fast-attn": suite_flux2_fast_attn,
+    "flux2-libs": suite_flux2_libs,
 }
 
 
@@ -1247,13 +1448,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-variants", default=None,
                         help="flux2-fast: fast-path option strings separated by ';' (the first is the baseline)")
     parser.add_argument("--skip-attention-bench", action="store_true", help="flux2-fast: no attention microbench")
+    parser.add_argument("--variants-budget-s", type=float, default=400.0,
+                        help="flux2-fast, flux2-libs: no variant starts after this many seconds of the suite")
     parser.add_argument("--command", default=None, help="command string recorded in each row")
     parser.add_argument("--reps", type=int, default=5, help="timed transformer steps per mode")
     parser.add_argument("--pipe-reps", type=int, default=2, help="images per mode in the pipeline suites")
     parser.add_argument("--cache", type=lambda v: [float(x) for x in v.split(",") if float(x) > 0], default=[0.08, 0.2, 0.4],
                         help="step-cache thresholds measured, comma-separated (0: none)")
     parser.add_argument("--pipe-reps-small", type=int, default=4, help="images per mode for engines under 5 s an image")
-    parser.add_argument("--flux2-fast", type=lambda v: v.split(","), default=None, help="pipe-flux2: fast paths, in order")
+    parser.add_argument("--flux2-fast", type=lambda v: v.split(","), default=None,
+                        help="pipe-flux2: fast paths, in order; 'best': the fastest step variant of this run under 2 %% error")
     parser.add_argument("--fast-path-env", default=None, help="hook-check: FLEXY_FAST_PATH value (default *:fast)")
     parser.add_argument("--engines", type=lambda v: v.split(","), default=None, help="pipe-others: engines to run")
     parser.add_argument("--compile-cache", default=None, help="persistent compile cache folder")

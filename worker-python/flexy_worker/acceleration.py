@@ -6,6 +6,8 @@ A fast path changes how an already loaded pipeline computes, never what it loads
   compiled once and reused by every instance), instead of the whole model: the same speed at a
   fraction of the compile time. Compiled code is cached on disk (``FLEXY_COMPILE_CACHE``), so a
   restarted worker pays tracing only.
+* ``fp8=torchao``: the same layers quantized by torchao's float8 row-wise inference recipe instead of
+  our FP8Linear (the library's layer, for comparison; both run ``torch._scaled_mm``).
 * ``fp8`` (``fp8=row`` by default, ``fp8=tensor``): the Linear layers of the repeated blocks keep
   their weights in float8 e4m3 with one scale per output row (or per tensor), and quantize their
   input on the fly with one scale per token; the product runs on the FP8 tensor cores through
@@ -20,6 +22,9 @@ A fast path changes how an already loaded pipeline computes, never what it loads
   small product and left as a separate add where the library refuses it. ``bias=add`` is the default.
 * ``sdpa=cudnn|flash|efficient``: the backend PyTorch's scaled-dot-product attention tries first
   (process-wide: the worker owns its GPU and runs one job at a time).
+* ``attn=cudnn-fp8``: attention through cuDNN's own FP8 flash-attention kernel (``cudnn_attention``:
+  the cuDNN frontend package, per-tensor e4m3 Q, K, V and O), FLUX.2 and FLUX.1 processors, Hopper
+  and Blackwell; checked on the device before use, else cuDNN's bf16 attention stays.
 * ``attn=fp8|int8|fp8qk|int8qk``: attention through the Triton kernel of ``fp8_attention``: Q·Kᵀ on
   the 8-bit tensor cores (e4m3 for ``fp8*``, int8 for ``int8*``; K smoothed by its mean, per-block
   scales), P·V in e4m3 (``fp8``, ``int8``) or bf16 (``…qk``). FLUX.2 and FLUX.1 processors only
@@ -109,6 +114,10 @@ class FastPath:
             parts.append("fast")
         return "+".join(parts) or "off"
 
+    def without_fp8(self) -> FastPath:
+        """The same path with FP8 weights and their GEMM options off."""
+        return replace(self, fp8=None, fast_accum=None, bias_fused=False)
+
     def resolve(self, device: torch.device | str | None) -> FastPath:
         """The options that apply on device: 'fast' expands, fp8 drops where the card has none."""
         path = self
@@ -123,8 +132,9 @@ class FastPath:
             path = replace(path, fp8=None)
         if not path.fp8 and (path.fast_accum is not None or path.bias_fused):
             path = replace(path, fast_accum=None, bias_fused=False)  # options of the FP8 GEMMs only
-        if path.attention and not fp8_attention_available(device):
-            log.warning("attn=%s asked for, but %s has no FP8 tensor cores or no Triton: ignored", path.attention, device)
+        if path.attention and not attention_available(device, path.attention):
+            log.warning("attn=%s asked for, but %s cannot run it (no FP8 tensor cores, no Triton or no cuDNN "
+                        "frontend): ignored", path.attention, device)  # fmt: skip
             path = replace(path, attention=None)
         if path.sdpa and not _is_cuda(device):
             path = replace(path, sdpa=None)
@@ -132,8 +142,8 @@ class FastPath:
 
 
 SDPA_CHOICES = ("cudnn", "flash", "efficient", "math")
-FP8_CHOICES = ("row", "tensor")
-ATTENTION_CHOICES = ("fp8", "int8", "fp8qk", "int8qk")  # fp8_attention.MODES
+FP8_CHOICES = ("row", "tensor", "torchao")
+ATTENTION_CHOICES = ("fp8", "int8", "fp8qk", "int8qk", "cudnn-fp8")  # fp8_attention.MODES, and cuDNN's FP8 kernel
 
 
 def parse_options(text: str) -> FastPath:
@@ -209,6 +219,16 @@ def fp8_supported(device: torch.device | str | None) -> bool:
     if not _is_cuda(device):
         return False
     return torch.cuda.get_device_capability(torch.device(device)) >= (8, 9)
+
+
+def attention_available(device: torch.device | str | None, mode: str) -> bool:
+    """Whether attn=mode can run here: cuDNN's FP8 kernel needs its frontend and a Hopper or
+    Blackwell card; the Triton kernels need FP8 tensor cores and Triton."""
+    if mode == "cudnn-fp8":
+        from . import cudnn_attention
+
+        return cudnn_attention.available(device)[0]
+    return fp8_attention_available(device)
 
 
 def fp8_attention_available(device: torch.device | str | None) -> bool:
@@ -329,6 +349,8 @@ def _dense_weight(module: nn.Module) -> torch.Tensor | None:
 
 def _fp8_eligible(module: nn.Module) -> bool:
     if type(module) is nn.Linear:
+        if type(module.weight) not in (nn.Parameter, torch.Tensor):  # already quantized (torchao's tensor)
+            return False
         n, k = module.out_features, module.in_features
     elif type(module).__name__ == "Linear4bit":
         n, k = module.out_features, module.in_features
@@ -337,8 +359,34 @@ def _fp8_eligible(module: nn.Module) -> bool:
     return n % 16 == 0 and k % 16 == 0
 
 
+def _torchao_fp8_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Module:
+    """An nn.Linear whose weight torchao has quantized to float8 row-wise (its Float8Tensor, with
+    dynamic per-token activation scales and fast accumulation, torchao's inference defaults)."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    n, k = weight.shape
+    layer = nn.Linear(k, n, bias=bias is not None, device=weight.device, dtype=torch.bfloat16)
+    layer.weight = nn.Parameter(weight.detach().to(torch.bfloat16), requires_grad=False)
+    if bias is not None:
+        layer.bias = nn.Parameter(bias.detach().to(torch.bfloat16), requires_grad=False)
+    # set_inductor_config=False: torchao would switch on coordinate-descent tuning process-wide, which
+    # multiplies compile time and would also change every other engine's compiled kernels.
+    quantize_(layer, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False))
+    return layer
+
+
+def _stored_bytes(module: nn.Module) -> int:
+    """Bytes of a layer's parameters and buffers, counting what tensor subclasses hold inside."""
+    total = 0
+    for t in list(module.parameters(recurse=False)) + list(module.buffers(recurse=False)):
+        inner = [getattr(t, name) for name in getattr(t, "__tensor_flatten__", lambda: ([], None))()[0]]
+        total += sum(x.numel() * x.element_size() for x in inner) if inner else t.numel() * t.element_size()
+    return total
+
+
 def convert_to_fp8(model: nn.Module, granularity: str = "row", scope: list[nn.Module] | None = None) -> dict[str, int]:
-    """Replace the eligible Linear layers inside scope (default: the repeated blocks) by FP8Linear,
+    """Replace the eligible Linear layers inside scope (default: the repeated blocks) by FP8Linear
+    (granularity "row" or "tensor": our layer), or by torchao's float8 row-wise layer ("torchao"),
     one layer at a time, so peak memory stays at the model plus one layer."""
     roots = scope if scope is not None else repeated_blocks(model)
     converted, bytes_before, bytes_after = 0, 0, 0
@@ -350,11 +398,13 @@ def convert_to_fp8(model: nn.Module, granularity: str = "row", scope: list[nn.Mo
                 weight = _dense_weight(leaf)
                 bias = getattr(leaf, "bias", None)
                 bytes_before += sum(t.numel() * t.element_size() for t in leaf.parameters())
-                replacement = FP8Linear.from_weight(weight, bias, granularity)
+                if granularity == "torchao":
+                    replacement = _torchao_fp8_linear(weight, bias)
+                else:
+                    replacement = FP8Linear.from_weight(weight, bias, granularity)
                 del weight
                 setattr(child, child_name, replacement)
-                bytes_after += replacement.weight_fp8.numel() + replacement.weight_scale.numel() * 4
-                bytes_after += bias.numel() * bias.element_size() if bias is not None else 0
+                bytes_after += _stored_bytes(replacement)
                 converted += 1
     return {"fp8_layers": converted, "fp8_bytes_before": bytes_before, "fp8_bytes_after": bytes_after}
 
@@ -609,6 +659,63 @@ def reset_step_cache(pipeline: Any) -> None:
         state.reset()
 
 
+# ---- memory: FP8 only where it fits --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MemoryRoom:
+    """What the engine being accelerated may occupy: the worker's device budget, less what the other
+    engines that must stay resident beside it hold (loaded) or will hold (catalog estimate)."""
+
+    budget_bytes: int
+    others_bytes: int = 0
+    others: tuple[str, ...] = ()
+
+
+def fp8_size_change(denoiser: nn.Module, scope: list[nn.Module] | None = None) -> int:
+    """Bytes the denoiser's weights grow (positive) or shrink (negative) by when its eligible layers
+    become FP8 (one byte a weight, one fp32 scale a row, the bias as it is), counted without
+    converting anything. bf16 layers shrink by half; NF4 layers (half a byte a weight plus block
+    statistics) grow to about twice their size: the FLUX.2 4-bit engine's 16 GB become 32 GB."""
+    from .residency import _held_tensors
+
+    change = 0
+    for root in scope if scope is not None else repeated_blocks(denoiser):
+        for leaf in root.modules():
+            if not _fp8_eligible(leaf):
+                continue
+            bias = getattr(leaf, "bias", None)
+            after = leaf.out_features * leaf.in_features + 4 * leaf.out_features
+            after += bias.numel() * bias.element_size() if bias is not None else 0
+            # Tensor sizes, not storages: on the device a component's tensors view one flat buffer.
+            before = sum(t.numel() * t.element_size() for t, _, _ in _held_tensors([leaf]))
+            change += after - before
+    return change
+
+
+def fit_to_memory(path: FastPath, pipeline: Any, room: MemoryRoom | None) -> tuple[FastPath, dict[str, Any]]:
+    """path, or path without FP8 where FP8 would make the engine outgrow its room: the fastest mode
+    that fits. Only the 4-bit engine can grow (NF4 -> FP8); bf16 engines shrink and always keep FP8.
+    Returns the path to apply and what was weighed (GB, for the report)."""
+    if room is None or not path.fp8:
+        return path, {}
+    from .residency import storage_bytes
+
+    engine_bytes = storage_bytes([c for c in getattr(pipeline, "components", {}).values() if isinstance(c, nn.Module)]
+                                 or [denoiser_of(pipeline)])  # fmt: skip
+    change = fp8_size_change(denoiser_of(pipeline))
+    fits = change <= 0 or room.others_bytes + engine_bytes + change <= room.budget_bytes
+    weighed = {"memory_budget_gb": round(room.budget_bytes / 1e9, 2), "memory_others_gb": round(room.others_bytes / 1e9, 2),
+               "memory_others": list(room.others), "resident_gb_as_loaded": round(engine_bytes / 1e9, 2),
+               "resident_gb_with_fp8": round((engine_bytes + change) / 1e9, 2), "fp8_fits": fits}  # fmt: skip
+    if fits:
+        return path, weighed
+    log.warning("fp8 fast path dropped: the engine would grow from %.1f to %.1f GB and, beside %.1f GB of %s, "
+                "exceed the %.1f GB budget; keeping its loaded weights", engine_bytes / 1e9, (engine_bytes + change) / 1e9,
+                room.others_bytes / 1e9, ", ".join(room.others) or "nothing", room.budget_bytes / 1e9)  # fmt: skip
+    return path.without_fp8(), weighed
+
+
 # ---- putting it together ------------------------------------------------------------------------
 
 
@@ -631,12 +738,14 @@ class FastPathReport:
                 "warm_up_ms": None if self.warm_up_ms is None else round(self.warm_up_ms, 1), **self.details}  # fmt: skip
 
 
-def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: torch.device | str | None = None) -> FastPathReport:
-    """Apply path to the pipeline's denoiser in place. Call once, after the denoiser is on device."""
+def apply_fast_path(pipeline: Any, path: FastPath, engine: str = "", device: torch.device | str | None = None,
+                    room: MemoryRoom | None = None) -> FastPathReport:  # fmt: skip
+    """Apply path to the pipeline's denoiser in place. Call once, after the denoiser is on device.
+    With room, FP8 is left out where it would make the engine outgrow it (fit_to_memory)."""
     denoiser = denoiser_of(pipeline)
     device = device if device is not None else next(denoiser.parameters()).device
-    resolved = path.resolve(device)
-    report = FastPathReport(engine=engine, asked=path.describe(), applied=resolved.describe())
+    resolved, weighed = fit_to_memory(path.resolve(device), pipeline, room)
+    report = FastPathReport(engine=engine, asked=path.describe(), applied=resolved.describe(), details=dict(weighed))
     if not resolved.enabled():
         return report
     started = time.perf_counter()
@@ -685,7 +794,12 @@ def _apply_attention(denoiser: nn.Module, mode: str | None, device: torch.device
         return {}
     from . import fp8_attention
 
-    check = fp8_attention.self_test(device, mode)
+    if mode == fp8_attention.CUDNN_MODE:
+        from . import cudnn_attention
+
+        check = cudnn_attention.self_test(device)
+    else:
+        check = fp8_attention.self_test(device, mode)
     if not check["ok"]:
         fp8_attention.uninstall(denoiser)
         log.warning("attn=%s not used: the kernel failed its check on %s: %s", mode, device, check["error"])
@@ -693,8 +807,10 @@ def _apply_attention(denoiser: nn.Module, mode: str | None, device: torch.device
     routed = fp8_attention.install(denoiser, mode)
     if not routed:
         log.warning("attn=%s: no processor of %s calls dispatch_attention_fn; not used", mode, type(denoiser).__name__)
-    return {"attention": mode if routed else None, "attention_processors": routed, "attention_loader": check["loader"],
-            "attention_check_rel_err": check["rel_err"]}  # fmt: skip
+    details = {"attention": mode if routed else None, "attention_processors": routed,
+               "attention_check_rel_err": check["rel_err"]}  # fmt: skip
+    details.update({f"attention_{k}": check[k] for k in ("loader", "cudnn") if check.get(k)})
+    return details
 
 
 def warm_up_kwargs(pipeline: Any, width: int, height: int, steps: int = 2, negative: bool = False,
@@ -731,13 +847,15 @@ def warm_up(pipeline: Any, width: int, height: int, steps: int = 2, negative: bo
 
 
 def accelerate_engine(pipeline: Any, spec: Any, env: dict[str, str] | None = None,
-                      device: torch.device | str | None = None, warm: bool = True) -> FastPathReport | None:  # fmt: skip
+                      device: torch.device | str | None = None, warm: bool = True,
+                      room: MemoryRoom | None = None) -> FastPathReport | None:  # fmt: skip
     """The engine manager's one call after loading: the configured fast path of spec.id, applied and
-    warmed up at the engine's default size. None when no fast path is configured for it."""
+    warmed up at the engine's default size. None when no fast path is configured for it. room: the
+    memory the engine may occupy beside the engines that must stay resident (FP8 only if it fits)."""
     path = fast_path_for(spec.id, env)
     if not path.enabled():
         return None
-    report = apply_fast_path(pipeline, path, spec.id, device)
+    report = apply_fast_path(pipeline, path, spec.id, device, room)
     if warm and ("compile" in report.applied or "fp8" in report.applied):
         report.warm_up_ms = warm_up(
             pipeline, spec.defaults.width, spec.defaults.height,

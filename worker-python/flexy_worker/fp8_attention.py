@@ -69,7 +69,8 @@ HEAD_DIMS = (64, 128)
 # option name -> (Q·Kᵀ format, P·V format). int8 Q·Kᵀ runs on the same tensor cores at the same rate as
 # e4m3 and, with per-token / per-block scales after smoothing, rounds about 3x finer (see above).
 MODES = {"fp8": ("fp8", "fp8"), "fp8qk": ("fp8", "bf16"), "int8": ("int8", "fp8"), "int8qk": ("int8", "bf16")}
-_BACKEND_TAGS = {mode: f"flexy-{mode}" for mode in MODES}  # processors' _attention_backend while installed
+CUDNN_MODE = "cudnn-fp8"  # cuDNN's own FP8 kernel (flexy_worker.cudnn_attention), routed the same way
+_BACKEND_TAGS = {mode: f"flexy-{mode}" for mode in (*MODES, CUDNN_MODE)}  # processors' _attention_backend while installed
 _TAG_TO_MODE = {tag: mode for mode, tag in _BACKEND_TAGS.items()}
 LOADER_ENV = "FLEXY_FP8_ATTN_LOADER"  # "tma" | "ptr": override the global-memory loader
 
@@ -550,8 +551,13 @@ def _dispatch_attention(query, key, value, attn_mask=None, dropout_p=0.0, is_cau
     every unsupported call) to diffusers' own dispatcher with the default backend."""
     original = _ORIGINAL_DISPATCH["fn"]
     if isinstance(backend, str) and backend in _TAG_TO_MODE:
+        mode = _TAG_TO_MODE[backend]
         if parallel_config is None and supported(query, key, value, attn_mask, dropout_p, is_causal, enable_gqa):
-            return torch.ops.flexy.fp8_attention(query, key, value, float(scale or 0.0), _TAG_TO_MODE[backend])
+            if mode == CUDNN_MODE:
+                from .cudnn_attention import cudnn_fp8_attention
+
+                return cudnn_fp8_attention(query, key, value, scale)
+            return torch.ops.flexy.fp8_attention(query, key, value, float(scale or 0.0), mode)
         backend = None
     return original(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa, attention_kwargs,
                     backend=backend, parallel_config=parallel_config)  # fmt: skip
@@ -581,10 +587,10 @@ def _processors(denoiser: nn.Module):
 def install(denoiser: nn.Module, mode: str = "fp8") -> int:
     """Route the denoiser's attention processors that call diffusers' dispatch_attention_fn through
     the kernel (mode 'fp8': e4m3 Q·Kᵀ and P·V; 'fp8qk': e4m3 Q·Kᵀ, bf16 P·V; 'int8'/'int8qk': the
-    same with int8 Q·Kᵀ). Returns how many processors now use it; processors of other kinds (SD3's,
+    same with int8 Q·Kᵀ; 'cudnn-fp8': cuDNN's FP8 kernel, see cudnn_attention). Returns how many processors now use it; processors of other kinds (SD3's,
     the UNet's) are left as they are."""
-    if mode not in MODES:
-        raise ValueError(f"fp8 attention mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode not in _BACKEND_TAGS:
+        raise ValueError(f"fp8 attention mode {mode!r}: expected one of {', '.join(_BACKEND_TAGS)}")
     tag = _BACKEND_TAGS[mode]
     routed = 0
     for proc in _processors(denoiser):

@@ -164,10 +164,21 @@ def storage_bytes(modules: list[torch.nn.Module]) -> int:
     """Bytes of the distinct storages behind these modules, quantization state included (tied or
     shared tensors, and tensors viewing one flat buffer, count once)."""
     seen: dict[tuple[str, int], int] = {}
-    for tensor, _, _ in _held_tensors(modules):
-        storage = tensor.untyped_storage()
-        seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+    for held, _, _ in _held_tensors(modules):
+        for tensor in _inner_tensors(held):
+            storage = tensor.untyped_storage()
+            seen[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
     return sum(seen.values())
+
+
+def _inner_tensors(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """The tensors with storage behind tensor: itself, or for a wrapper subclass without storage of
+    its own (torchao's Float8Tensor) the tensors it flattens to."""
+    flatten = getattr(type(tensor), "__tensor_flatten__", None)
+    if flatten is None:
+        return [tensor]
+    names, _ = tensor.__tensor_flatten__()
+    return [t for name in names for t in _inner_tensors(getattr(tensor, name))]
 
 
 # Every region of a flat buffer starts on this boundary, so each view keeps the alignment its

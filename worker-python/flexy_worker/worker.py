@@ -702,6 +702,7 @@ def main(argv: list[str], proto_out: Any, proto_in: Any) -> int:
     manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
                             budget_bytes=budget, text_encoder_mode=config.text_encoder)
     worker.attach(manager, errors, device, budget)
+    manager.keep_resident = config.preload  # fast paths that grow an engine must fit beside these
     for engine in config.preload:
         if worker.stop_requested():
             break

@@ -173,6 +173,9 @@ class EngineManager:
         self.residency_manager = ResidencyManager(self.device, budget_bytes)
         self._loaded: dict[str, LoadedEngine] = {}
         self._inject_oom = 0
+        # Engines meant to stay resident together (the worker's preload set): a fast path that would
+        # grow an engine (NF4 -> FP8) is only taken where it still fits beside them.
+        self.keep_resident: tuple[str, ...] = ()
 
     # ---- what is here -------------------------------------------------------------------------
 
@@ -284,11 +287,21 @@ class EngineManager:
         here so that compilation happens during load or preload, before the canary, not in a job."""
         from ..acceleration import accelerate_engine
 
-        if accelerate_engine(pipeline, self.catalog[engine], device=self.device) is None:
+        if accelerate_engine(pipeline, self.catalog[engine], device=self.device, room=self._fast_path_room(engine)) is None:
             return
         for name, component in pipeline.components.items():  # FP8 weights: count the bytes again
             if isinstance(component, torch.nn.Module):
                 self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
+
+    def _fast_path_room(self, engine: str):
+        """The device budget and what the other engines of keep_resident hold: their resident bytes
+        when loaded, else the catalog's estimate."""
+        from ..acceleration import MemoryRoom
+
+        others = tuple(e for e in dict.fromkeys(self.keep_resident) if e != engine and e in self.catalog)
+        held = sum(self.residency_manager.engine_bytes(e) if e in self._loaded
+                   else int(self.catalog[e].memory_estimate_gb * 1e9) for e in others)  # fmt: skip
+        return MemoryRoom(self.residency_manager.budget_bytes, held, others)
 
     @staticmethod
     def _load_failure(engine: str, exc: BaseException) -> WorkerError:
