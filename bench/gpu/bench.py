@@ -1330,8 +1330,9 @@ def suite_flux2_libs(args, rec: Recorder, device: torch.device) -> None:
     the model is rebuilt from bf16), diffusers' own compile_repeated_blocks and attention backend on
     those weights, and Inductor's CUDA graphs. --fast-variants replaces the list; --variants-budget-s
     bounds the time after which no variant starts."""
-    _cudnn_attention_microbench(rec, device, args.tiny)
-    free(device)
+    if not args.skip_attention_bench:
+        _cudnn_attention_microbench(rec, device, args.tiny)
+        free(device)
     if not args.fast_variants:
         args.fast_variants = FLUX2_LIBS_VARIANTS
     _flux2_fast_variants(args, rec, device, {}, time.perf_counter(), args.variants_budget_s)

@@ -213,9 +213,12 @@ def load_quant(name: str) -> dict[str, Any]:
 
 
 def module_bytes(module: nn.Module) -> int:
+    from flexy_worker.residency import _inner_tensors  # torchao's weights are wrappers without storage
+
     seen = {}
-    for t in list(module.parameters()) + list(module.buffers()):
-        seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+    for held in list(module.parameters()) + list(module.buffers()):
+        for t in _inner_tensors(held):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
     return sum(seen.values())
 
 
