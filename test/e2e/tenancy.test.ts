@@ -1,4 +1,5 @@
 import { api, startStack, type Stack } from '../support/stack';
+import { pollJson } from '../support/poll';
 import { createKeys, type TestKey } from '../support/keys';
 import { readSse } from '../support/sse';
 
@@ -25,16 +26,8 @@ afterAll(async () => {
   await stack?.stop();
 });
 
-/** Polls `path` as `who` until `done` holds for its JSON (with a deadline). */
-async function until<T = any>(path: string, who: TestKey, done: (json: T) => boolean, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const r = await api<T>(stack, 'GET', path, undefined, who.auth);
-    if (r.status === 200 && done(r.json)) return r.json;
-    if (Date.now() > deadline) throw new Error(`${path}: condition not met after ${timeoutMs} ms (last: ${r.status} ${r.text.slice(0, 300)})`);
-    await new Promise((res) => setTimeout(res, 100));
-  }
-}
+/** Polls `path` as `who` until `done` holds for its JSON. */
+const until = <T = any>(path: string, who: TestKey, done: (json: T) => boolean) => pollJson<T>(stack, path, who.auth, done);
 
 const ids = (page: { items: Array<{ id: string }> }) => page.items.map((i) => i.id);
 

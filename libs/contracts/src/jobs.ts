@@ -62,6 +62,9 @@ export type ExpireGenerationsPayload = Record<string, never>;
 export interface ExpireGenerationsResult {
   /** Finished generations removed, with their images. */
   expired: number;
+  /** Sandbox runs and batches removed once retention had emptied them. */
+  sandboxRuns: number;
+  batches: number;
   /** Idempotency records past their 24 hours. */
   idempotencyRecords: number;
 }

@@ -69,6 +69,13 @@ export interface AcceptOptions {
   idempotencyKey?: string;
 }
 
+/** What one retention call removed. */
+export interface Expired {
+  generations: number;
+  sandboxRuns: number;
+  batches: number;
+}
+
 export interface Accepted {
   id: string;
   /** True when an earlier request with the same Idempotency-Key created it. */
@@ -443,18 +450,20 @@ export class GenerationLifecycle {
 
   /**
    * Retention: removes finished generations created before `cutoff`, with their files, at most
-   * `limit` of them per call (callers loop in bounded batches). Returns how many went.
+   * `limit` of them per call (callers loop in bounded batches). Once no full batch of generations is
+   * left, the sandbox runs and batches they emptied go too, at most `limit` of each per call.
    */
-  async expire(cutoff: Date, limit: number): Promise<number> {
+  async expire(cutoff: Date, limit: number): Promise<Expired> {
     const expired = await this.generations.expired(cutoff, limit);
-    if (expired.length === 0) {
-      // The last batch is gone: the runs and batches it emptied go too.
-      await Promise.all([this.sandboxRuns.purgeEmpty(cutoff), this.batches.purgeEmpty(cutoff)]);
-      return 0;
+    let generations = 0;
+    if (expired.length > 0) {
+      // Files first: a crash between the two leaves a record without files, never files without a record.
+      await removeFiles(this.images, expired.flatMap((g) => [...g.imagePaths, ...referencePaths(this.images, g.id)]));
+      generations = await this.generations.purge(expired.map((g) => g.id));
     }
-    // Files first: a crash between the two leaves a record without files, never files without a record.
-    await removeFiles(this.images, expired.flatMap((g) => [...g.imagePaths, ...referencePaths(this.images, g.id)]));
-    return this.generations.purge(expired.map((g) => g.id));
+    if (expired.length === limit) return { generations, sandboxRuns: 0, batches: 0 };
+    const [sandboxRuns, batches] = await Promise.all([this.sandboxRuns.purgeEmpty(cutoff, limit), this.batches.purgeEmpty(cutoff, limit)]);
+    return { generations, sandboxRuns, batches };
   }
 
   // ---- the supervisor's transitions -----------------------------------------------------------

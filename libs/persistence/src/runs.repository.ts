@@ -45,6 +45,9 @@ function page<T extends { createdAt: Date; id: string }>(rows: T[], limit: numbe
   return { items, nextCursor: rows.length > limit && last ? encodeCursor(last) : null };
 }
 
+/** Finished runs or batches created before `before` that retention has emptied of generations. */
+const emptiedBefore = (before: Date) => ({ createdAt: { lt: before }, status: { not: 'running' as const }, generations: { none: {} } });
+
 const newestFirst = [{ createdAt: 'desc' as const }, { id: 'desc' as const }];
 
 /** Sandbox runs: one prompt through several engines, each engine a generation of its own. */
@@ -87,10 +90,11 @@ export class SandboxRunsRepository {
     return count === 1;
   }
 
-  /** Removes finished runs created before `before` whose generations retention has already removed. */
-  async purgeEmpty(before: Date): Promise<number> {
-    const { count } = await this.db.sandboxRun.deleteMany({ where: { createdAt: { lt: before }, status: { not: 'running' }, generations: { none: {} } } });
-    return count;
+  /** Removes up to `limit` finished runs created before `before` whose generations retention has already removed. */
+  async purgeEmpty(before: Date, limit: number): Promise<number> {
+    const rows = await this.db.sandboxRun.findMany({ where: emptiedBefore(before), orderBy: { createdAt: 'asc' }, take: limit, select: { id: true } });
+    if (rows.length === 0) return 0;
+    return (await this.db.sandboxRun.deleteMany({ where: { id: { in: rows.map((r) => r.id) }, generations: { none: {} } } })).count;
   }
 
   /** Runs still marked running, oldest first (for the reconciler). */
@@ -135,10 +139,11 @@ export class BatchesRepository {
     await this.db.batch.updateMany({ where: { id, status: { in: ['queued', 'running'] } }, data: { status: 'cancelled', cancelledAt: new Date() } });
   }
 
-  /** Removes finished batches created before `before` whose generations retention has already removed. */
-  async purgeEmpty(before: Date): Promise<number> {
-    const { count } = await this.db.batch.deleteMany({ where: { createdAt: { lt: before }, status: { not: 'running' }, generations: { none: {} } } });
-    return count;
+  /** Removes up to `limit` finished batches created before `before` whose generations retention has already removed. */
+  async purgeEmpty(before: Date, limit: number): Promise<number> {
+    const rows = await this.db.batch.findMany({ where: emptiedBefore(before), orderBy: { createdAt: 'asc' }, take: limit, select: { id: true } });
+    if (rows.length === 0) return 0;
+    return (await this.db.batch.deleteMany({ where: { id: { in: rows.map((r) => r.id) }, generations: { none: {} } } })).count;
   }
 
   /** Batches still marked running, oldest first (for the reconciler). */

@@ -17,8 +17,9 @@ const DAY_MS = 24 * 3600_000;
 
 /**
  * Retention: every ten minutes one supervisor (a BullMQ job scheduler, so several supervisors do not
- * repeat the work) removes finished generations older than RETENTION_DAYS with their images, in
- * bounded batches, and idempotency records older than a day. RETENTION_DAYS=0 keeps everything.
+ * repeat the work) removes finished generations older than RETENTION_DAYS with their images, then
+ * the sandbox runs and batches that emptied, all in bounded batches, and idempotency records older
+ * than a day. RETENTION_DAYS=0 keeps everything.
  */
 @Injectable()
 export class RetentionHandler implements OnApplicationBootstrap, OnModuleDestroy {
@@ -50,16 +51,23 @@ export class RetentionHandler implements OnApplicationBootstrap, OnModuleDestroy
   async handle(): Promise<ExpireGenerationsResult> {
     const started = Date.now();
     const idempotencyRecords = await this.idempotency.expire(new Date(started - DAY_MS));
-    let expired = 0;
+    const removed = { expired: 0, sandboxRuns: 0, batches: 0 };
     if (this.config.retentionDays > 0) {
       const cutoff = new Date(started - this.config.retentionDays * DAY_MS);
       for (;;) {
-        const n = await this.lifecycle.expire(cutoff, BATCH);
-        expired += n;
-        if (n < BATCH || Date.now() - started > RUN_BUDGET_MS) break;
+        const batch = await this.lifecycle.expire(cutoff, BATCH);
+        removed.expired += batch.generations;
+        removed.sandboxRuns += batch.sandboxRuns;
+        removed.batches += batch.batches;
+        const full = Math.max(batch.generations, batch.sandboxRuns, batch.batches) >= BATCH;
+        if (!full || Date.now() - started > RUN_BUDGET_MS) break;
       }
     }
-    if (expired || idempotencyRecords) this.logger.log(`retention: removed ${expired} generation(s) and ${idempotencyRecords} idempotency record(s)`);
-    return { expired, idempotencyRecords };
+    if (removed.expired || removed.sandboxRuns || removed.batches || idempotencyRecords) {
+      this.logger.log(
+        `retention: removed ${removed.expired} generation(s), ${removed.sandboxRuns} sandbox run(s), ${removed.batches} batch(es) and ${idempotencyRecords} idempotency record(s)`,
+      );
+    }
+    return { ...removed, idempotencyRecords };
   }
 }
