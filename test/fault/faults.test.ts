@@ -110,6 +110,10 @@ describe('worker faults (host-a)', () => {
     expect(linesMatching(sup, new RegExp(`job=${id} out of memory`))).toHaveLength(2);
     await expectServing(stack, 'oom');
     expect(workerPid(sup)).toBe(pid);
+    // Counted once (not per attempt), with its error code, by the supervisor that ran it.
+    const outcome = /^flexy_generation_outcomes_total\{engine="[a-z0-9_]+",status="failed",error_code="oom",supervisor="[^"]+"\} (\d+)$/m;
+    const counted = await poll('the oom outcome in /metrics', async () => outcome.exec(await (await fetch(`${stack.url}/metrics`)).text()), 30_000, 250);
+    expect(Number(counted[1])).toBe(1);
     measure(FILE, { scenario: '9a. injected OOM', outcome: 'job failed as `oom` after 1 retry; same worker process served the next job', detectionMs: failedAt - t0, recoveryMs: Date.now() - failedAt, jobsLost: 0 });
   });
 

@@ -1,4 +1,8 @@
+import { supervisorMetricsKey } from '@flexy/contracts';
+import IORedis from 'ioredis';
 import { execFileSync } from 'node:child_process';
+import { get } from 'node:http';
+import { Counter, Registry } from 'prom-client';
 import { api, startStack, type Stack } from '../support/stack';
 
 jest.setTimeout(120_000);
@@ -47,6 +51,35 @@ describe('GATEWAY_PROCESSES=2: several gateway processes on one port', () => {
     // And in the queue itself (interactive work waits as prioritized jobs).
     const metrics = await fetch(`${stack.url}/metrics`).then((r) => r.text());
     expect(metrics).toMatch(/flexy_queue_jobs\{queue="generation",state="prioritized"\} 40\b/);
+  });
+
+  it("serves the same supervisor series from whichever process answers (they come from Redis, not a process's memory)", async () => {
+    // A supervisor's registry as it publishes it.
+    const registry = new Registry();
+    registry.setDefaultLabels({ supervisor: 'host-a' });
+    const outcomes = new Counter({ name: 'flexy_generation_outcomes_total', help: 'h', labelNames: ['engine', 'status', 'error_code'], registers: [registry] });
+    outcomes.inc({ engine: 'sd3_medium', status: 'failed', error_code: 'oom' }, 3);
+    const redis = new IORedis(stack.redisUrl);
+    try {
+      await redis.set(supervisorMetricsKey('host-a'), JSON.stringify(await registry.getMetricsAsJSON()), 'EX', 60);
+      // A new connection each time, so the cluster hands the scrapes to both processes.
+      const scrape = () =>
+        new Promise<string>((resolve, reject) => {
+          get(`${stack.url}/metrics`, { agent: false }, (res) => {
+            let text = '';
+            res.on('data', (d) => (text += d));
+            res.on('end', () => resolve(text));
+          }).on('error', reject);
+        });
+      // The primary hands new connections to its processes in turn: ten scrapes reach both.
+      const texts = await Promise.all(Array.from({ length: 10 }, () => scrape()));
+      for (const text of texts) {
+        expect(text).toContain('flexy_generation_outcomes_total{engine="sd3_medium",status="failed",error_code="oom",supervisor="host-a"} 3\n');
+      }
+    } finally {
+      await redis.del(supervisorMetricsKey('host-a'));
+      redis.disconnect();
+    }
   });
 
   it('replaces a process that dies, and keeps answering meanwhile', async () => {

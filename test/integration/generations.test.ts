@@ -1,6 +1,9 @@
+import { GENERATION_PHASES, workerStatusKey } from '@flexy/contracts';
 import { ENGINE_CATALOG, ENGINE_IDS } from '@flexy/engines';
 import { readPngText } from '@flexy/storage';
+import IORedis from 'ioredis';
 import sharp from 'sharp';
+import { poll } from '../fault/fault-tools';
 import { api, startStack, waitForGeneration, type Stack } from '../support/stack';
 
 jest.setTimeout(300_000);
@@ -19,6 +22,32 @@ async function generate(body: Record<string, unknown>) {
   expect(created.json).toMatchObject({ status: 'queued', links: { self: `/v1/generations/${created.json.id}` } });
   const done = await waitForGeneration(stack, created.json.id);
   return done;
+}
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The samples of a Prometheus text exposition (label values unescaped). */
+function parseMetrics(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!m) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2].replace(/\\(.)/g, (_, c) => (c === 'n' ? '\n' : c));
+    samples.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+/** The sum of the samples of `name` whose labels include `labels` (0 when none). */
+function value(samples: Sample[], name: string, labels: Record<string, string>): number {
+  return samples
+    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
+    .reduce((sum, s) => sum + s.value, 0);
 }
 
 async function fetchBytes(path: string) {
@@ -120,12 +149,54 @@ describe('live state', () => {
 
   it('/metrics speaks the Prometheus text format with queue, worker and phase series', async () => {
     const res = await fetch(`${stack.url}/metrics`);
-    expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+    expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
     const text = await res.text();
     expect(text).toMatch(/^# TYPE flexy_queue_jobs gauge$/m);
     expect(text).toMatch(/^flexy_queue_jobs\{queue="generation",state="completed"\} \d+$/m);
     expect(text).toMatch(/^flexy_worker_up\{worker="[^"]+",state="(ready|busy)"\} 1$/m);
+    expect(text).toMatch(/^flexy_worker_restarts\{worker="[^"]+"\} 0$/m);
     expect(text).toMatch(/^flexy_generation_phase_seconds_mean\{engine="flux1_dev",phase="denoise"\} [\d.e-]+$/m);
     expect(text).toMatch(/^flexy_generations\{engine="flux1_dev",status="succeeded"\} \d+$/m);
+    // the process and Node metrics of the answering gateway process
+    expect(text).toMatch(/^process_cpu_user_seconds_total \d/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_seconds \d/m);
+  });
+
+  it('/metrics counts every generation a supervisor ran, and histograms each phase, as the records say', async () => {
+    const engine = 'flux1_dev';
+    // The supervisor publishes its registry every few seconds: wait for it to catch up with the records.
+    const settled = await poll('outcomes to match the records', async () => {
+      const series = parseMetrics(await (await fetch(`${stack.url}/metrics`)).text());
+      const recorded = value(series, 'flexy_generations', { engine, status: 'succeeded' });
+      const counted = value(series, 'flexy_generation_outcomes_total', { engine, status: 'succeeded', error_code: '' });
+      return recorded > 0 && counted === recorded ? { series, recorded } : null;
+    }, 60_000, 500);
+    const { series, recorded } = settled;
+    expect(series.find((s) => s.name === 'flexy_generation_outcomes_total')?.labels.supervisor).toEqual(expect.any(String));
+    for (const phase of GENERATION_PHASES) {
+      expect(value(series, 'flexy_generation_phase_seconds_count', { engine, phase })).toBe(recorded);
+      expect(value(series, 'flexy_generation_phase_seconds_bucket', { engine, phase, le: '+Inf' })).toBe(recorded);
+    }
+    // Buckets are cumulative, and denoising a demo image takes more than nothing.
+    const buckets = series.filter((s) => s.name === 'flexy_generation_phase_seconds_bucket' && s.labels.engine === engine && s.labels.phase === 'denoise');
+    expect(buckets.length).toBeGreaterThan(10);
+    expect(buckets.map((b) => b.value)).toEqual([...buckets.map((b) => b.value)].sort((a, b) => a - b));
+    expect(value(series, 'flexy_generation_phase_seconds_sum', { engine, phase: 'denoise' })).toBeGreaterThan(0);
+    expect(value(series, 'flexy_supervisor_process_cpu_user_seconds_total', {})).toBeGreaterThan(0);
+  });
+
+  it('/metrics escapes label values (the library does, not a character replacement)', async () => {
+    const redis = new IORedis(stack.redisUrl);
+    const id = 'odd "host"\\name\nsecond line/gpu0';
+    const status = { id, host: 'odd', device: 'gpu0', state: 'ready', pid: 1, restarts: 2, lastError: null, currentJob: null, residency: null, engines: [], updatedAt: Date.now() };
+    try {
+      await redis.set(workerStatusKey(id), JSON.stringify(status), 'EX', 60);
+      const text = await (await fetch(`${stack.url}/metrics`)).text();
+      expect(text).toContain('flexy_worker_up{worker="odd \\"host\\"\\\\name\\nsecond line/gpu0",state="ready"} 1\n');
+      expect(text).toContain('flexy_worker_restarts{worker="odd \\"host\\"\\\\name\\nsecond line/gpu0"} 2\n');
+    } finally {
+      await redis.del(workerStatusKey(id));
+      redis.disconnect();
+    }
   });
 });

@@ -15,6 +15,7 @@ import { GenerationEventsService } from './generations/generation-events.service
 import { GenerationsController } from './generations/generations.controller';
 import { EventHub } from './generations/event-hub.service';
 import { HealthController } from './health/health.controller';
+import { MetricsService } from './health/metrics.service';
 import { PromptPicsController } from './promptpics/promptpics.controller';
 import { SandboxRunsController } from './sandbox/sandbox-runs.controller';
 import { SandboxService } from './sandbox/sandbox.service';
@@ -54,6 +55,7 @@ function failFastRedis() {
     BatchesService,
     { provide: APP_GUARD, useClass: ApiKeyGuard },
     StatusService,
+    MetricsService,
     CompletionWaiter,
   ],
 })

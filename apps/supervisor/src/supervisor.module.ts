@@ -10,6 +10,7 @@ import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
 import { RetentionHandler } from './maintenance/retention.handler';
+import { GenerationMetrics } from './metrics/generation-metrics.service';
 import { QueueWorkerService } from './jobs/queue-worker.service';
 import { WebhookHandler } from './webhooks/webhook.handler';
 import { WorkerPool } from './workers/worker-pool.service';
@@ -47,6 +48,7 @@ function quietQueue(name: QueueName, redis: Redis): Queue {
     GenerateHandler,
     WebhookHandler,
     RetentionHandler,
+    GenerationMetrics,
   ],
 })
 export class SupervisorModule {}

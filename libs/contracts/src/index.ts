@@ -6,3 +6,4 @@ export * from './quota-keys';
 export * from './worker-status';
 export * from './wire/protocol';
 export * from './wire/codec';
+export * from './metrics';

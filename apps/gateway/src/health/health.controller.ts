@@ -1,14 +1,18 @@
-import { Controller, Get, Header, Res } from '@nestjs/common';
+import { Controller, Get, Res } from '@nestjs/common';
 import { ApiOkResponse, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
 import type { Response } from 'express';
 import { Public } from '../auth/api-key.guard';
 import { StatusService } from '../status/status.service';
+import { MetricsService } from './metrics.service';
 
 @ApiTags('health')
 @Public()
 @Controller()
 export class HealthController {
-  constructor(private readonly status: StatusService) {}
+  constructor(
+    private readonly status: StatusService,
+    private readonly metricsService: MetricsService,
+  ) {}
 
   /** Liveness: the process is up and its event loop answers. */
   @Get('health/live')
@@ -36,31 +40,12 @@ export class HealthController {
     });
   }
 
-  /** Prometheus text format. */
+  /** Prometheus text format (see MetricsService for where each series comes from). */
   @Get('metrics')
-  @Header('Content-Type', 'text/plain; version=0.0.4')
-  async metrics() {
-    const lines: string[] = [];
-    const metric = (name: string, help: string, type: 'gauge' | 'counter', samples: Array<[Record<string, string>, number]>) => {
-      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-      for (const [labels, value] of samples) {
-        const l = Object.entries(labels).map(([k, v]) => `${k}="${v.replace(/["\\\n]/g, '_')}"`).join(',');
-        lines.push(`${name}${l ? `{${l}}` : ''} ${value}`);
-      }
-    };
-    const [counts, workers, phases, generations] = await Promise.all([
-      this.status.queueCounts().catch(() => ({}) as Record<string, number>),
-      this.status.workers().catch(() => []),
-      this.status.phaseMeans(),
-      this.status.generationCounts(),
-    ]);
-    metric('flexy_queue_jobs', 'Jobs in the generation queue by state.', 'gauge', Object.entries(counts).map(([state, n]) => [{ queue: 'generation', state }, n]));
-    metric('flexy_worker_up', 'Workers by published lifecycle state (1 = in that state).', 'gauge', workers.map((w) => [{ worker: w.id, state: w.state }, 1]));
-    metric('flexy_worker_restarts', 'Restarts of each worker process since its supervisor started.', 'counter', workers.map((w) => [{ worker: w.id }, w.restarts]));
-    metric('flexy_worker_device_bytes_used', 'Device memory held by resident engines.', 'gauge', workers.filter((w) => w.residency).map((w) => [{ worker: w.id }, w.residency!.device_bytes_used]));
-    metric('flexy_worker_device_bytes_budget', 'Device memory budget of the worker.', 'gauge', workers.filter((w) => w.residency).map((w) => [{ worker: w.id }, w.residency!.device_budget_bytes]));
-    metric('flexy_generation_phase_seconds_mean', 'Mean duration of each phase over the last hour, by engine.', 'gauge', phases.map((p) => [{ engine: p.engine, phase: p.phase }, p.seconds]));
-    metric('flexy_generations', 'Generations recorded, by engine and status.', 'gauge', generations.map((g) => [{ engine: g.engine, status: g.status }, g._count._all]));
-    return lines.join('\n') + '\n';
+  @ApiOkResponse({ description: 'Prometheus text exposition format.' })
+  async metrics(@Res() res: Response) {
+    const body = await this.metricsService.render();
+    res.setHeader('Content-Type', this.metricsService.contentType);
+    res.end(body); // as is: send() would rewrite the library's content type
   }
 }

@@ -3,6 +3,7 @@ import { DiscoveryService, MetadataScanner, Reflector } from '@nestjs/core';
 import { JobName, QueueName, type JobMap } from '@flexy/contracts';
 import { APP_CONFIG, createRedis, reportQueueErrors, type AppConfig } from '@flexy/config';
 import { Worker, type Job } from 'bullmq';
+import { GenerationMetrics } from '../metrics/generation-metrics.service';
 import { WorkerPool } from '../workers/worker-pool.service';
 import { ON_JOB } from './on-job.decorator';
 
@@ -54,6 +55,7 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
     private readonly scanner: MetadataScanner,
     private readonly reflector: Reflector,
     private readonly pool: WorkerPool,
+    private readonly metrics: GenerationMetrics,
   ) {}
 
   onApplicationBootstrap(): void {
@@ -154,10 +156,13 @@ export class QueueWorkerService implements OnApplicationBootstrap, BeforeApplica
     // Fetched while closing (a blocking fetch was in flight): the handler hands it straight back.
     if (this.draining) this.generation?.cancelJob(job.id!, 'shutdown' satisfies InterruptReason);
     this.running += 1;
+    const since = new Date();
     try {
       return await handler(job, token, signal);
     } finally {
       this.running -= 1;
+      const id = (job.data as { generationId?: unknown } | undefined)?.generationId;
+      if (typeof id === 'string') void this.metrics.jobEnded(id, since).catch((err: Error) => this.logger.warn(`metrics of ${id}: ${err.message}`));
     }
   }
 }
