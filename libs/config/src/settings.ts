@@ -320,7 +320,8 @@ const settingsShape = z.object({
   }),
   FLEXY_FAST_PATH: setting(text(), {
     shownDefault: 'off',
-    description: 'per-engine GPU fast paths, `ENGINE:OPTIONS,…` (`fp8`, `compile`, `sdpa=cudnn`, …; the worker checks the options); see the GPU numbers',
+    description:
+      'per-engine GPU fast paths, `ENGINE:OPTIONS,…` (`fast`, `fp8`, `compile`, `sdpa=cudnn`, `attn=cudnn-fp8`, …; the worker checks the options, and takes FP8 only where the engine still fits `WORKER_VRAM_BUDGET_GB` beside its preload set); see the GPU numbers',
     readers: ['supervisor', 'worker'],
   }),
   FLEXY_COMPILE_CACHE: setting(path(), { shownDefault: 'off', description: "folder of torch.compile's caches, kept across worker restarts", readers: ['supervisor', 'worker'] }),
