@@ -175,11 +175,28 @@ describe('cancel', () => {
   it('removes a queued generation before it runs', async () => {
     const blocker = await api(stack, 'POST', '/v1/generations', { prompt: 'blocker', engine: 'flux1_dev', seed: 7, steps: 40, width: 512, height: 512 });
     const queued = await api(stack, 'POST', '/v1/generations', { prompt: 'never runs', engine: 'flux1_dev', seed: 8, steps: 2, width: 64, height: 64 });
-    const del = await api(stack, 'DELETE', `/v1/generations/${queued.json.id}`);
-    expect(del.json.status).toBe('cancelled');
+    const deleted = await api(stack, 'POST', '/v1/generations', { prompt: 'deleted before it runs', engine: 'flux1_dev', seed: 9, steps: 2, width: 64, height: 64 });
+    const cancel = await api(stack, 'POST', `/v1/generations/${queued.json.id}/cancel`);
+    expect(cancel.json.status).toBe('cancelled');
     expect((await api(stack, 'GET', `/v1/generations/${queued.json.id}`)).json.status).toBe('cancelled');
+    // DELETE cancels and removes at once: gone from every read.
+    expect((await api(stack, 'DELETE', `/v1/generations/${deleted.json.id}`)).status).toBe(204);
+    expect((await api(stack, 'GET', `/v1/generations/${deleted.json.id}`)).status).toBe(404);
     await waitForGeneration(stack, blocker.json.id);
     expect((await api(stack, 'GET', `/v1/generations/${queued.json.id}`)).json).toMatchObject({ status: 'cancelled', started_at: null });
+    expect((await api(stack, 'GET', `/v1/generations/${deleted.json.id}`)).status).toBe(404);
+  });
+
+  it('deletes a running generation: gone at once, its worker stops within a step', async () => {
+    const created = await api(stack, 'POST', '/v1/generations', { prompt: 'deleted while running', engine: 'flux1_dev', seed: 10, steps: 100, width: 512, height: 512 });
+    await readSse(`${stack.url}/v1/generations/${created.json.id}/events`, { until: (m) => m.event === 'progress' });
+    const del = await api(stack, 'DELETE', `/v1/generations/${created.json.id}`);
+    expect(del.status).toBe(202);
+    expect(del.json).toEqual({ id: created.json.id, status: 'cancelling' });
+    expect((await api(stack, 'GET', `/v1/generations/${created.json.id}`)).status).toBe(404);
+    // The worker is free again: the next job runs.
+    const next = await api(stack, 'POST', '/v1/generations', { prompt: 'after the delete', engine: 'flux1_dev', seed: 11, steps: 1, width: 64, height: 64 }, { prefer: 'wait=120' });
+    expect(next.json.status).toBe('succeeded');
   });
 });
 
@@ -208,7 +225,7 @@ describe('batches', () => {
 
   it('cancels the rest of a batch', async () => {
     const created = await api(stack, 'POST', '/v1/batches', { prompts: ['a', 'b', 'c', 'd', 'e'], engines: ['flux1_dev'], steps: 30, width: 256, height: 256 });
-    const cancel = await api(stack, 'DELETE', `/v1/batches/${created.json.id}`);
+    const cancel = await api(stack, 'POST', `/v1/batches/${created.json.id}/cancel`);
     expect(cancel.status).toBe(202);
     let batch = (await api(stack, 'GET', `/v1/batches/${created.json.id}`)).json;
     for (let i = 0; i < 200 && batch.counts.running + batch.counts.queued > 0; i++) {

@@ -127,7 +127,7 @@ describe('with API keys: two users, a read-only key and an admin', () => {
       expect((await api(stack, 'GET', `/v1/sandbox-runs/${id}/events`, undefined, bob.auth)).status).toBe(404);
     }
     expect((await api(stack, 'GET', `/v1/batches/${made.batch}`, undefined, bob.auth)).status).toBe(404);
-    expect((await api(stack, 'DELETE', `/v1/batches/${made.batch}`, undefined, bob.auth)).status).toBe(404);
+    expect((await api(stack, 'POST', `/v1/batches/${made.batch}/cancel`, undefined, bob.auth)).status).toBe(404);
 
     // The 404 is the same as for an id that does not exist: nothing tells Bob that Alice's is there.
     const unknown = await api(stack, 'GET', '/v1/generations/gen_00000000000000000000000000000000', undefined, bob.auth);
@@ -166,7 +166,7 @@ describe('with API keys: two users, a read-only key and an admin', () => {
       ['POST', `/v1/generations/${made.generation}/cancel`, undefined],
       ['POST', '/v1/generations/not-an-id/cancel', undefined],
       ['DELETE', `/v1/generations/${made.generation}`, undefined],
-      ['DELETE', `/v1/batches/${made.batch}`, undefined],
+      ['POST', `/v1/batches/${made.batch}/cancel`, undefined],
     ];
     for (const [method, path, body] of writes) {
       const r = await api(stack, method, path, body, reader.auth);
@@ -219,15 +219,15 @@ describe('with API keys: two users, a read-only key and an admin', () => {
 
     expect((await api(stack, 'POST', `/v1/generations/${long.json.id}/cancel`, undefined, bob.auth)).status).toBe(404);
     expect((await api(stack, 'DELETE', `/v1/generations/${long.json.id}`, undefined, bob.auth)).status).toBe(404);
-    expect((await api(stack, 'DELETE', `/v1/batches/${batch.json.id}`, undefined, bob.auth)).status).toBe(404);
+    expect((await api(stack, 'POST', `/v1/batches/${batch.json.id}/cancel`, undefined, bob.auth)).status).toBe(404);
     expect((await api(stack, 'POST', `/v1/generations/${long.json.id}/cancel`, undefined, reader.auth)).status).toBe(403);
-    expect((await api(stack, 'DELETE', `/v1/batches/${batch.json.id}`, undefined, reader.auth)).status).toBe(403);
+    expect((await api(stack, 'POST', `/v1/batches/${batch.json.id}/cancel`, undefined, reader.auth)).status).toBe(403);
     expect(['queued', 'running']).toContain((await api(stack, 'GET', `/v1/generations/${long.json.id}`, undefined, alice.auth)).json.status);
 
     const cancel = await api(stack, 'POST', `/v1/generations/${long.json.id}/cancel`, undefined, admin.auth);
     expect(cancel.status).toBe(202);
     expect(['cancelled', 'cancelling']).toContain(cancel.json.status);
-    const cancelBatch = await api(stack, 'DELETE', `/v1/batches/${batch.json.id}`, undefined, admin.auth);
+    const cancelBatch = await api(stack, 'POST', `/v1/batches/${batch.json.id}/cancel`, undefined, admin.auth);
     expect(cancelBatch.status).toBe(202);
     await until(`/v1/generations/${long.json.id}`, alice, (g) => g.status === 'cancelled');
     const ended = await until(`/v1/batches/${batch.json.id}`, alice, (b) => b.counts.queued + b.counts.running === 0);
@@ -288,7 +288,7 @@ describe('open mode on loopback: the anonymous owner', () => {
     expect((await api(open, 'GET', `/v1/sandbox-runs/${anonymous.sandboxRun}`, undefined, as(user))).status).toBe(404);
     expect((await api(open, 'GET', `/v1/sandbox-runs/${anonymous.sandboxRun}/events`, undefined, as(user))).status).toBe(404);
     expect((await api(open, 'GET', `/v1/batches/${anonymous.batch}`, undefined, as(user))).status).toBe(404);
-    expect((await api(open, 'DELETE', `/v1/batches/${anonymous.batch}`, undefined, as(user))).status).toBe(404);
+    expect((await api(open, 'POST', `/v1/batches/${anonymous.batch}/cancel`, undefined, as(user))).status).toBe(404);
     for (const path of ['/v1/generations', '/v1/sandbox-runs', '/v1/batches']) {
       expect((await api(open, 'GET', path, undefined, as(user))).json.items).toEqual([]);
     }

@@ -1,10 +1,12 @@
 /**
  * Webhooks cannot be aimed at the service's own network (SSRF), over the real stack with private
- * targets not allowed (the default): hostile webhook_url values are refused at create time with a
- * 400 naming the field, nothing is stored or queued, and a target that turns hostile after creation
+ * targets not allowed (the default): hostile webhook_url values are refused at create time naming
+ * the field (a 422 for a well-formed URL whose target is not public, a 400 for one that is not an
+ * http(s) URL without credentials, the form the OpenAPI document states), nothing is stored or queued, and a target that turns hostile after creation
  * is refused by the supervisor at delivery. A real receiver on loopback counts every hit: zero.
  */
 import { JobName, QueueName, type WebhookJobPayload } from '@flexy/contracts';
+import { WEBHOOK_URL_PATTERN } from '@flexy/webhooks';
 import Database from 'better-sqlite3';
 import { Queue } from 'bullmq';
 import { lookup } from 'node:dns/promises';
@@ -118,13 +120,14 @@ const hostile = () => [
 ];
 
 function expectRefused(res: { status: number; json: any }, url: string) {
-  expect({ url, status: res.status }).toEqual({ url, status: 400 });
+  const wellFormed = new RegExp(WEBHOOK_URL_PATTERN).test(url);
+  expect({ url, status: res.status }).toEqual({ url, status: wellFormed ? 422 : 400 });
   expect(res.json.message).toMatch(/webhook_url/);
   expect(res.json.fields.map((f: { field: string }) => f.field)).toContain('webhook_url');
 }
 
 describe('create time, private targets off', () => {
-  it('refuses every hostile webhook_url on POST /v1/generations with a 400 naming the field', async () => {
+  it('refuses every hostile webhook_url on POST /v1/generations, naming the field', async () => {
     for (const url of hostile()) {
       const res = await api(stack, 'POST', '/v1/generations', { prompt: 'ssrf', engine: 'realvis_xl', steps: 1, width: 64, height: 64, webhook_url: url });
       expectRefused(res, url);

@@ -42,7 +42,6 @@ const cases: Array<[string, unknown, string]> = [
   ['prompt over the engine limit', { ...valid, prompt: 'a'.repeat(2001) }, 'prompt'],
   ['width not a multiple of 16', { ...valid, width: 1000 }, 'width'],
   ['height not a multiple of 8 (realvis_xl)', { ...valid, engine: 'realvis_xl', height: 1020 }, 'height'],
-  ['over the pixel limit', { ...valid, width: 2048, height: 2048 }, 'width'],
   ['steps out of range', { ...valid, steps: 0 }, 'steps'],
   ['steps above range', { ...valid, steps: 101 }, 'steps'],
   ['guidance out of range', { ...valid, guidance: 11 }, 'guidance'],
@@ -61,6 +60,14 @@ describe('POST /v1/generations refuses bad input with a 400 naming the field', (
     expect(res.status).toBe(400);
     expect(res.json.message).toContain(field);
     expect(res.json.fields.map((f: { field: string }) => f.field)).toContain(field);
+    await expectNothingQueuedOrRecorded();
+  });
+
+  it('refuses a size over the pixel budget with a 422 naming the field (a rule across two fields, stated in words)', async () => {
+    const res = await api(stack, 'POST', '/v1/generations', { ...valid, width: 2048, height: 2048 });
+    expect(res.status).toBe(422);
+    expect(res.json.fields.map((f: { field: string }) => f.field)).toEqual(['width']);
+    expect(res.json.message).toMatch(/width × height must be at most 2097152 pixels/);
     await expectNothingQueuedOrRecorded();
   });
 

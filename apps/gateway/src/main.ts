@@ -2,12 +2,13 @@ import 'reflect-metadata';
 import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
-import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
+import { SwaggerModule } from '@nestjs/swagger';
 import { loadConfig, orExitOnBadConfig, type AppConfig } from '@flexy/config';
 import cluster from 'node:cluster';
 import { HttpErrorFilter } from './common/http-error.filter';
 import { loopbackHostOnly, trustProxySetting } from './common/loopback-host.middleware';
 import { createValidationPipe } from './common/validation';
+import { buildOpenApiDocument } from './openapi/document';
 import { runProcessCluster } from './process-cluster';
 
 async function bootstrap(config: AppConfig): Promise<void> {
@@ -22,12 +23,7 @@ async function bootstrap(config: AppConfig): Promise<void> {
   app.useGlobalPipes(createValidationPipe());
   app.useGlobalFilters(new HttpErrorFilter(app.getHttpAdapter()));
   app.enableShutdownHooks(['SIGTERM', 'SIGINT']);
-  const spec = new DocumentBuilder()
-    .setTitle('FlexyFace image service')
-    .setDescription('Text-to-image generation on FLUX.2 [dev] 4-bit, FLUX.1 [dev], SD3 Medium and RealVisXL.')
-    .setVersion('1')
-    .build();
-  SwaggerModule.setup('docs', app, () => SwaggerModule.createDocument(app, spec), { jsonDocumentUrl: 'docs/openapi.json' });
+  SwaggerModule.setup('docs', app, () => buildOpenApiDocument(app), { jsonDocumentUrl: 'docs/openapi.json' });
   await app.listen(config.port, config.host);
   Logger.log(`listening on http://${config.host}:${config.port}`, 'Gateway');
   if (config.openAccess) Logger.warn('open access: no API key needed (loopback only); set AUTH_MODE=keys to require keys', 'Gateway');

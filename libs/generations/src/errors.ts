@@ -1,4 +1,4 @@
-import { BadRequestException, HttpException, HttpStatus } from '@nestjs/common';
+import { BadRequestException, HttpException, HttpStatus, UnprocessableEntityException } from '@nestjs/common';
 
 export interface FieldProblem {
   field: string;
@@ -11,7 +11,20 @@ export function badRequest(problems: FieldProblem[]): BadRequestException {
     statusCode: 400,
     error: 'Bad Request',
     message: problems.map((p) => p.message).join('; '),
-    fields: problems,
+    fields: problems.map(({ field, message }) => ({ field, message })),
+  });
+}
+
+/**
+ * A 422: the request has the documented form, but what it asks for cannot be done (a reference that
+ * does not decode, settings one of a batch's engines refuses, too many items). `fields` as for a 400.
+ */
+export function unprocessable(problems: FieldProblem[]): UnprocessableEntityException {
+  return new UnprocessableEntityException({
+    statusCode: 422,
+    error: 'Unprocessable Entity',
+    message: problems.map((p) => p.message).join('; '),
+    fields: problems.map(({ field, message }) => ({ field, message })),
   });
 }
 

@@ -437,15 +437,27 @@ export class GenerationLifecycle {
   }
 
   /**
-   * Deletes a finished generation: its images are removed and the record is hidden from every read
-   * (retention purges it later). Repeating it is harmless; an unfinished one must be cancelled first.
+   * Deletes a generation: it is hidden from every read at once and its images are removed. An
+   * unfinished one is cancelled first: a queued one is gone at once ('deleted'); a running one
+   * ('cancelling') stops within one step, and whatever its worker still stores is removed when it
+   * settles. Repeating it is harmless.
    */
-  async delete(principal: Principal, id: string): Promise<void> {
+  async delete(principal: Principal, id: string): Promise<'deleted' | 'cancelling'> {
     assertMayWrite(principal);
-    const outcome = await this.generations.softDelete(id, scopeOf(principal));
+    const scope = scopeOf(principal);
+    let outcome = await this.generations.softDelete(id, scope);
     if (outcome === null) throw new NotFoundException(`generation ${id} not found`);
-    if (outcome === 'active') throw new ConflictException(`generation ${id} has not finished; cancel it first (POST ${generationUrls.cancel(id)})`);
+    if (outcome === 'active') {
+      const g = await this.generations.findById(id);
+      if (g && !isTerminalStatus(g.status) && (await this.cancelOpen(g)) === 'cancelling') {
+        await this.generations.softDelete(id, scope, { evenIfActive: true });
+        return 'cancelling';
+      }
+      outcome = await this.generations.softDelete(id, scope, { evenIfActive: true });
+      if (outcome === null || outcome === 'active') return 'cancelling';
+    }
     await removeFiles(this.images, [...outcome.imagePaths, ...referencePaths(this.images, id)]);
+    return 'deleted';
   }
 
   /**
@@ -509,6 +521,9 @@ export class GenerationLifecycle {
   async succeed(p: GenerateJobPayload, success: GenerationSuccess): Promise<void> {
     const outcome = await this.generations.markSucceeded(p.generationId, success);
     await this.afterSettle(p, await this.storedEnding(p.generationId, outcome, { status: 'succeeded' }));
+    // Deleted while it ran, and it finished before the cancel reached it: its files go now.
+    const g = outcome === 'updated' ? await this.generations.findById(p.generationId) : null;
+    if (g?.deletedAt) await removeFiles(this.images, [...g.images.map((i) => i.path), ...referencePaths(this.images, g.id)]);
   }
 
   /**

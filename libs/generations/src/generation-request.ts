@@ -11,7 +11,7 @@ import {
   type GenerationParams,
 } from '@flexy/engines';
 import { randomInt, randomUUID } from 'node:crypto';
-import { badRequest } from './errors';
+import { badRequest, unprocessable } from './errors';
 
 /**
  * A request for one generation as every route hands it to the core, in the public API's field names:
@@ -77,7 +77,8 @@ export function resolveParams(req: Omit<GenerationRequest, 'references' | 'webho
 /** resolveParams, refusing the request with a 400 at the first problem. */
 export function resolveOrRefuse(req: Omit<GenerationRequest, 'references' | 'webhook_url'>, referenceCount = 0): ResolvedParams {
   const { params, problems } = resolveParams(req, referenceCount);
-  if (problems.length) throw badRequest(problems);
+  // The pixel budget compares two fields, which the API's JSON Schema cannot state: a 422, as at the route.
+  if (problems.length) throw problems.every((p) => p.rule === 'pixel_budget') ? unprocessable(problems) : badRequest(problems);
   return params;
 }
 
@@ -85,7 +86,8 @@ export function resolveOrRefuse(req: Omit<GenerationRequest, 'references' | 'web
 export function sandboxPlan(req: SandboxRunRequest, seed: number) {
   const runnable: ResolvedParams[] = [];
   const skipped: Array<{ engine: EngineId; error: { code: 'bad_input'; message: string; field: string } }> = [];
-  const promptProblem = textProblem('prompt', req.prompt);
+  // Text no engine can take is the request's fault (400), not one engine's to skip.
+  const promptProblem = textProblem('prompt', req.prompt) ?? (req.prompt.trim() === '' ? { field: 'prompt', message: 'prompt must not be empty' } : null);
   if (promptProblem) throw badRequest([promptProblem]);
   for (const engine of req.engines ?? ENGINE_IDS) {
     const { params, problems } = resolveParams({ ...req, engine, seed });
@@ -95,12 +97,21 @@ export function sandboxPlan(req: SandboxRunRequest, seed: number) {
   return { engines: [...(req.engines ?? ENGINE_IDS)], runnable, skipped };
 }
 
-/** Every item of a batch with its parameters; the whole batch is refused if any item is. */
+/**
+ * Every item of a batch with its parameters; the whole batch is refused if any item is. Text that
+ * no engine can take is a 400 (the document states those rules); more items than allowed, or
+ * settings one of the named engines refuses, a 422 (JSON Schema cannot say either of a list of engines).
+ */
 export function batchPlan(req: BatchRequest): ResolvedParams[] {
+  const textProblems = [
+    ...req.prompts.map((prompt, i) => textProblem(`prompts[${i}]`, prompt) ?? (prompt.trim() === '' ? { field: `prompts[${i}]`, message: `prompts[${i}] must not be empty` } : null)),
+    req.negative_prompt == null ? null : textProblem('negative_prompt', req.negative_prompt),
+  ].filter((p): p is FieldError => p !== null);
+  if (textProblems.length) throw badRequest(textProblems);
   const seeds = req.seeds?.length ? req.seeds : [randomSeed()];
   const count = req.prompts.length * req.engines.length * seeds.length;
   if (count > MAX_BATCH_ITEMS) {
-    throw badRequest([{ field: 'prompts', message: `prompts × engines × seeds must be at most ${MAX_BATCH_ITEMS} items (got ${count})` }]);
+    throw unprocessable([{ field: 'prompts', message: `prompts × engines × seeds must be at most ${MAX_BATCH_ITEMS} items (got ${count})` }]);
   }
   const items: ResolvedParams[] = [];
   for (const [i, prompt] of req.prompts.entries()) {
@@ -108,7 +119,7 @@ export function batchPlan(req: BatchRequest): ResolvedParams[] {
       for (const seed of seeds) {
         const { params, problems } = resolveParams({ ...req, engine, prompt, seed });
         // Problems name the batch's own fields: prompts[i] rather than prompt.
-        if (problems.length) throw badRequest(problems.map((p) => (p.field === 'prompt' ? { field: `prompts[${i}]`, message: p.message.replace(/^prompt/, `prompts[${i}]`) } : p)));
+        if (problems.length) throw unprocessable(problems.map((p) => (p.field === 'prompt' ? { field: `prompts[${i}]`, message: p.message.replace(/^prompt/, `prompts[${i}]`) } : p)));
         items.push(params);
       }
     }

@@ -1,7 +1,7 @@
 import { ENGINE_CATALOG } from '@flexy/engines';
 import type { ImageStore } from '@flexy/storage';
 import sharp from 'sharp';
-import { badRequest } from './errors';
+import { unprocessable } from './errors';
 
 /** Caps for uploaded reference images: decoded size, encoded size, formats. */
 const MAX_INPUT_PIXELS = 16_777_216; // 16 MP
@@ -10,6 +10,9 @@ const MIN_SIDE = 64;
 const MAX_ENCODED_BYTES = 12 * 1024 * 1024;
 const FORMATS = new Set(['png', 'jpeg', 'webp']);
 
+/** The form of a reference image in a request: a base64 data URI of PNG, JPEG or WebP (URLs are never fetched). */
+export const REFERENCE_DATA_URI_PATTERN = '^data:image/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+$';
+
 /** A reference image that passed every check, normalised to PNG, not stored yet. */
 export interface CheckedReference {
   png: Buffer;
@@ -17,7 +20,8 @@ export interface CheckedReference {
 
 /**
  * Decodes each uploaded reference with sharp under a pixel cap and refuses anything that is not a
- * real PNG/JPEG/WebP image. Nothing is written: a request whose third reference is bad leaves no
+ * real PNG/JPEG/WebP image (a 422: the data URI has the documented form, its content does not
+ * decode). Nothing is written: a request whose third reference is bad leaves no
  * file behind for the first two.
  */
 export async function checkReferences(dataUris: string[]): Promise<CheckedReference[]> {
@@ -25,7 +29,7 @@ export async function checkReferences(dataUris: string[]): Promise<CheckedRefere
   for (const [i, uri] of dataUris.entries()) {
     const field = `references[${i}]`;
     const bytes = Buffer.from(uri.slice(uri.indexOf(',') + 1), 'base64');
-    if (bytes.length > MAX_ENCODED_BYTES) throw badRequest([{ field, message: `${field} is larger than ${MAX_ENCODED_BYTES} bytes` }]);
+    if (bytes.length > MAX_ENCODED_BYTES) throw unprocessable([{ field, message: `${field} is larger than ${MAX_ENCODED_BYTES} bytes` }]);
     try {
       const image = sharp(bytes, { limitInputPixels: MAX_INPUT_PIXELS, failOn: 'error' });
       const meta = await image.metadata();
@@ -33,7 +37,7 @@ export async function checkReferences(dataUris: string[]): Promise<CheckedRefere
       if ((meta.width ?? 0) < MIN_SIDE || (meta.height ?? 0) < MIN_SIDE) throw new Error(`at least ${MIN_SIDE}×${MIN_SIDE} pixels needed, got ${meta.width}×${meta.height}`);
       checked.push({ png: await image.rotate().removeAlpha().toColourspace('srgb').png().toBuffer() });
     } catch (err) {
-      throw badRequest([{ field, message: `${field} is not a usable PNG, JPEG or WebP image (${(err as Error).message})` }]);
+      throw unprocessable([{ field, message: `${field} is not a usable PNG, JPEG or WebP image (${(err as Error).message})` }]);
     }
   }
   return checked;

@@ -176,14 +176,14 @@ export class GenerationsRepository {
   }
 
   /**
-   * Hides a finished record from every listing and read, and answers the paths of its images for the
-   * caller to remove. Repeating it changes nothing. Null when there is no such visible-or-deleted
-   * record of this owner; 'active' when it has not finished.
+   * Hides a record from every listing and read, and answers the paths of its images for the caller
+   * to remove. Repeating it changes nothing. Null when there is no such visible-or-deleted record of
+   * this owner; 'active' when it has not finished, unless `evenIfActive` (its cancel is under way).
    */
-  async softDelete(id: string, scope: OwnerScope): Promise<{ imagePaths: string[] } | 'active' | null> {
+  async softDelete(id: string, scope: OwnerScope, options: { evenIfActive?: boolean } = {}): Promise<{ imagePaths: string[] } | 'active' | null> {
     const g = await this.db.generation.findFirst({ where: { id, ...ownerWhere(scope) }, include: withImages });
     if (!g) return null;
-    if (ACTIVE.includes(g.status)) return 'active';
+    if (ACTIVE.includes(g.status) && !options.evenIfActive) return 'active';
     if (!g.deletedAt) await this.db.generation.updateMany({ where: { id, deletedAt: null }, data: { deletedAt: new Date() } });
     return { imagePaths: g.images.map((i) => i.path) };
   }

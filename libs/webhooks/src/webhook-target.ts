@@ -38,6 +38,15 @@ export interface WebhookTarget {
 
 export const LOOKUP_TIMEOUT_MS = 2000;
 
+/**
+ * The form of a webhook URL, as the API's JSON Schema states it: http or https, a host (and port)
+ * without credentials, then an optional path, query or fragment, in the characters RFC 3986 allows
+ * (an international name goes in its punycode form). Whether its target may be reached is checked
+ * on top of this (resolveWebhookTarget).
+ */
+export const WEBHOOK_URL_PATTERN = "^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~!$&'()*+,;=:%\\[\\]-]+(?:[/?#][A-Za-z0-9._~!$&'()*+,;=:@/?#%\\[\\]-]*)?$";
+export const WEBHOOK_URL_MAX_LENGTH = 2000;
+
 /** Resolves with dns.lookup (the hosts file included, as a connection would), giving up after timeoutMs. */
 export function systemResolver(timeoutMs = LOOKUP_TIMEOUT_MS): Resolver {
   return async (hostname) => {

@@ -1,87 +1,77 @@
-import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { SEED_RANGE } from '@flexy/contracts';
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
-import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNotEmpty, IsNumber, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
+import { REFERENCE_DATA_URI_PATTERN } from '@flexy/generations';
+import { WEBHOOK_URL_MAX_LENGTH, WEBHOOK_URL_PATTERN } from '@flexy/webhooks';
+import { ArrayMaxSize, IsArray, IsIn, IsInt, IsNotEmpty, IsNumber, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
+import { OptionalNotNull } from '../common/validation';
 import { IsWebhookTarget } from '../common/webhook-url.validator';
-import { WithinEngineLimits } from './engine-limits.validator';
+import { WithinEngineLimits, WithinPixelBudget } from './engine-limits.validator';
 
-const MAX_SEED = 0xffffffff;
-
-/** Body of POST /v1/generations. Absent settings take the engine's defaults from the catalog. */
+/**
+ * Body of POST /v1/generations. Absent settings take the engine's defaults from the catalog; an
+ * explicit null is refused. Its OpenAPI schema (one variant per engine, with that engine's limits)
+ * is generated from the catalog in openapi/request-bodies.ts; a test holds the two together.
+ * Breaking a rule the schema states is a 400; a size over the engine's pixel budget (a rule across
+ * two fields, stated in words only) a 422.
+ */
 export class CreateGenerationDto {
-  @ApiProperty({ description: 'What to draw.', example: 'a lighthouse at dawn, oil painting' })
   @IsString()
   @IsNotEmpty({ message: 'prompt must not be empty' })
   @WithinEngineLimits('prompt')
   prompt!: string;
 
-  @ApiProperty({ enum: ENGINE_IDS, example: 'flux1_dev' })
   @IsIn(ENGINE_IDS, { message: `engine must be one of: ${ENGINE_IDS.join(', ')}` })
   engine!: EngineId;
 
-  @ApiPropertyOptional({ description: 'Random seed; the same seed and settings give the same pixels.', minimum: 0, maximum: MAX_SEED })
-  @IsOptional()
+  @OptionalNotNull()
   @IsInt()
-  @Min(0)
-  @Max(MAX_SEED)
+  @Min(SEED_RANGE.min)
+  @Max(SEED_RANGE.max)
   seed?: number;
 
-  @ApiPropertyOptional({ description: 'Denoising steps (engine limits apply).', example: 28 })
-  @IsOptional()
+  @OptionalNotNull()
   @IsInt()
   @WithinEngineLimits('steps')
   steps?: number;
 
-  @ApiPropertyOptional({ description: 'Guidance scale (engine limits apply).', example: 3.5 })
-  @IsOptional()
+  @OptionalNotNull()
   @IsNumber({ allowNaN: false, allowInfinity: false })
   @WithinEngineLimits('guidance')
   guidance?: number;
 
-  @ApiPropertyOptional({ description: 'Width in pixels, a multiple of the engine step.', example: 1024 })
-  @IsOptional()
+  @OptionalNotNull()
   @IsInt()
   @WithinEngineLimits('width')
+  @WithinPixelBudget()
   width?: number;
 
-  @ApiPropertyOptional({ description: 'Height in pixels, a multiple of the engine step.', example: 1024 })
-  @IsOptional()
+  @OptionalNotNull()
   @IsInt()
   @WithinEngineLimits('height')
   height?: number;
 
-  @ApiPropertyOptional({ description: 'Only for engines with true classifier-free guidance (sd3_medium, realvis_xl).' })
-  @IsOptional()
+  @OptionalNotNull()
   @IsString()
   @WithinEngineLimits('negative_prompt')
   negative_prompt?: string;
 
-  @ApiPropertyOptional({ description: 'Images to generate with consecutive latents of one seed.', minimum: 1, maximum: 4, default: 1 })
-  @IsOptional()
+  @OptionalNotNull()
   @IsInt()
   @WithinEngineLimits('num_images')
   num_images?: number;
 
-  @ApiPropertyOptional({
-    description: 'Receives a signed POST (X-FlexyFace-Signature) when the generation ends. Public http(s) targets only: loopback, private, link-local and metadata addresses are refused, also behind a host name.',
-    example: 'https://example.com/hooks/flexyface',
-    maxLength: 2000,
-  })
-  @IsOptional()
+  @OptionalNotNull()
   @IsString()
-  @MaxLength(2000)
+  @MaxLength(WEBHOOK_URL_MAX_LENGTH)
+  @Matches(new RegExp(WEBHOOK_URL_PATTERN), { message: 'webhook_url must be an http(s) URL without credentials' })
   @IsWebhookTarget()
   webhook_url?: string;
 
-  @ApiPropertyOptional({
-    type: [String],
-    maxItems: 10,
-    description: 'Reference images for engines that condition on them (flux2_dev_4bit: 1–10), as base64 data URIs of PNG, JPEG or WebP. URLs are not fetched.',
-  })
-  @IsOptional()
+  @OptionalNotNull()
   @IsArray()
   @ArrayMaxSize(10)
   @IsString({ each: true })
-  @Matches(/^data:image\/(png|jpeg|webp);base64,[A-Za-z0-9+/=]+$/, { each: true, message: 'references must be base64 data URIs of PNG, JPEG or WebP images (URLs are not fetched)' })
+  @Matches(new RegExp(REFERENCE_DATA_URI_PATTERN), { each: true, message: 'references must be base64 data URIs of PNG, JPEG or WebP images (URLs are not fetched)' })
   @WithinEngineLimits('references')
   references?: string[];
 }

@@ -1,4 +1,4 @@
-import { isEngineId } from '@flexy/engines';
+import { isEngineId, type FieldError } from '@flexy/engines';
 import { resolveParams, type GenerationRequest } from '@flexy/generations';
 import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 
@@ -14,9 +14,21 @@ function problemsOf(o: Record<string, unknown>) {
  * @flexy/engines so the supervisor applies the same ones to payloads read back from Redis.
  */
 export function WithinEngineLimits(field: string, options?: ValidationOptions) {
+  return engineRule('withinEngineLimits', (e) => e.field === field && e.rule !== 'pixel_budget', `${field} is out of range`, options);
+}
+
+/**
+ * width × height within the engine's pixel budget: a rule across two fields, which the OpenAPI
+ * document states in words only, so its refusal is a 422 (see UNPROCESSABLE_CONSTRAINTS).
+ */
+export function WithinPixelBudget(options?: ValidationOptions) {
+  return engineRule('withinPixelBudget', (e) => e.rule === 'pixel_budget', 'width × height is over the pixel budget', options);
+}
+
+function engineRule(name: string, concerns: (e: FieldError) => boolean, fallback: string, options?: ValidationOptions) {
   return (object: object, propertyName: string) =>
     registerDecorator({
-      name: 'withinEngineLimits',
+      name,
       target: object.constructor,
       propertyName,
       options,
@@ -24,11 +36,23 @@ export function WithinEngineLimits(field: string, options?: ValidationOptions) {
         validate(_value: unknown, args: ValidationArguments) {
           const o = args.object as Record<string, unknown>;
           if (!isEngineId(o.engine) || typeof o.prompt !== 'string') return true; // those fields report themselves
-          return problemsOf(o).every((e) => e.field !== field);
+          return !problemsOf(o).some(concerns);
         },
         defaultMessage(args: ValidationArguments) {
-          return problemsOf(args.object as Record<string, unknown>).find((e) => e.field === field)?.message ?? `${field} is out of range`;
+          return problemsOf(args.object as Record<string, unknown>).find(concerns)?.message ?? fallback;
         },
       },
+    });
+}
+
+/** An integer multiple of `step` (width and height against the catalog's size multiple). */
+export function IsMultipleOf(step: number, options?: ValidationOptions) {
+  return (object: object, propertyName: string) =>
+    registerDecorator({
+      name: 'isMultipleOf',
+      target: object.constructor,
+      propertyName,
+      options: { message: `$property must be a multiple of ${step}`, ...options },
+      validator: { validate: (value: unknown) => typeof value === 'number' && Number.isInteger(value / step) },
     });
 }

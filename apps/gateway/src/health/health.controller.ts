@@ -1,5 +1,7 @@
 import { Controller, Get, Res } from '@nestjs/common';
-import { ApiOkResponse, ApiServiceUnavailableResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiResponse, ApiTags } from '@nestjs/swagger';
+import { ApiJson } from '../common/api-responses';
+import { LivenessView, ReadinessView } from './health.view';
 import type { Response } from 'express';
 import { Public } from '../auth/api-key.guard';
 import { StatusService } from '../status/status.service';
@@ -16,14 +18,17 @@ export class HealthController {
 
   /** Liveness: the process is up and its event loop answers. */
   @Get('health/live')
+  @ApiOperation({ operationId: 'live', summary: 'Liveness' })
+  @ApiJson(200, LivenessView, 'The process answers.')
   live() {
     return { status: 'ok' };
   }
 
   /** Readiness: Redis and the database answer and at least one worker can take work. */
   @Get('health/ready')
-  @ApiOkResponse({ description: 'Ready; the body lists each check and each worker.' })
-  @ApiServiceUnavailableResponse({ description: 'Not ready; the body says which check failed.' })
+  @ApiOperation({ operationId: 'ready', summary: 'Readiness' })
+  @ApiJson(200, ReadinessView, 'Ready; the body lists each check and each worker.')
+  @ApiJson(503, ReadinessView, 'Not ready; `checks` says which check failed.')
   async ready(@Res() res: Response) {
     const [queue, database, workers] = await Promise.all([
       this.status.queueCounts().then(() => true, () => false),
@@ -42,7 +47,8 @@ export class HealthController {
 
   /** Prometheus text format (see MetricsService for where each series comes from). */
   @Get('metrics')
-  @ApiOkResponse({ description: 'Prometheus text exposition format.' })
+  @ApiOperation({ operationId: 'metrics', summary: 'Prometheus metrics' })
+  @ApiResponse({ status: 200, description: 'Prometheus text exposition format.', content: { 'text/plain': { schema: { type: 'string' } } } })
   async metrics(@Res() res: Response) {
     const body = await this.metricsService.render();
     res.setHeader('Content-Type', this.metricsService.contentType);

@@ -1,5 +1,7 @@
 import { Controller, Get } from '@nestjs/common';
-import { ApiOkResponse, ApiTags } from '@nestjs/swagger';
+import { ApiOperation, ApiTags } from '@nestjs/swagger';
+import { ApiErrors, ApiJson } from '../common/api-responses';
+import { EngineListView } from './engine.view';
 import { StatusService } from './status.service';
 
 @ApiTags('engines')
@@ -8,7 +10,9 @@ export class EnginesController {
   constructor(private readonly status: StatusService) {}
 
   @Get()
-  @ApiOkResponse({ description: 'The engine catalog with live state: weights, resident workers, queue depth, typical seconds per step.' })
+  @ApiOperation({ operationId: 'listEngines', summary: 'The engines and their live state' })
+  @ApiJson(200, EngineListView, 'The engine catalog with live state: weights, resident workers, queue depth, typical seconds per step.')
+  @ApiErrors(401, 429)
   async list() {
     return { engines: await this.status.engines() };
   }
