@@ -1,9 +1,9 @@
 // Brings a fresh machine (or a stale checkout) to a runnable state. Each step is skipped while its
 // inputs are unchanged, so `npm start` and `npm test` pay for it once.
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DATA_DIR, ROOT, fileHash, log, run, stamped, which } from './lib.mjs';
 
@@ -27,10 +27,12 @@ function aptInstall(packages) {
   apt(['install', '-y', '-qq', '--no-install-recommends', ...packages]);
 }
 
-export function systemPackages({ browser = false } = {}) {
+export function systemPackages({ browser = false, contract = false } = {}) {
   const missing = [];
   if (!which('redis-server')) missing.push('redis-server');
   if (browser && !which('chromium')) missing.push('chromium');
+  // The contract run brings up its own loopback in a network namespace (ip, from iproute2).
+  if (contract && !which('ip')) missing.push('iproute2');
   if (missing.length) aptInstall(missing);
 }
 
@@ -44,6 +46,20 @@ function pythonEnvironment() {
     }
     log('creating the pinned Python environment (uv sync --frozen)');
     run('python3', ['-m', 'uv', 'sync', '--frozen', '--project', PY], { env: { ...process.env, UV_PYTHON_DOWNLOADS: 'never' } });
+  });
+}
+
+export const CONTRACT_VENV = join(ROOT, '.data/tools/contract-venv');
+const CONTRACT_REQUIREMENTS = join(ROOT, 'test/contract/requirements.txt');
+
+/** Schemathesis for the contract tests, in its own virtual environment (pinned, like the worker's). */
+function contractTools() {
+  stamped('contract-tools', fileHash(CONTRACT_REQUIREMENTS), () => {
+    log('installing the contract tester (Schemathesis) into .data/tools/contract-venv');
+    rmSync(CONTRACT_VENV, { recursive: true, force: true });
+    mkdirSync(dirname(CONTRACT_VENV), { recursive: true });
+    run('python3', ['-m', 'venv', CONTRACT_VENV]);
+    run(join(CONTRACT_VENV, 'bin/pip'), ['install', '--disable-pip-version-check', '-q', '-r', CONTRACT_REQUIREMENTS]);
   });
 }
 
@@ -86,6 +102,7 @@ export function setup(options = {}) {
   nodeDependencies();
   systemPackages(options);
   pythonEnvironment();
+  if (options.contract) contractTools();
   database();
   build();
 }

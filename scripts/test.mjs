@@ -6,7 +6,7 @@ import { DATA_DIR, ROOT, log, run } from './lib.mjs';
 import { demoSnapshots, setup, WORKER_PYTHON } from './setup.mjs';
 
 const jestArgs = process.argv.slice(2);
-setup({ browser: true });
+setup({ browser: true, contract: true });
 const modelsDir = process.env.MODELS_DIR || join(DATA_DIR, 'models');
 demoSnapshots(modelsDir);
 const env = { ...process.env, MODELS_DIR: modelsDir };

@@ -178,8 +178,9 @@ describe("an owner's lists", () => {
 
   it('refuses a cursor that is not one, naming the field', async () => {
     for (const path of ['/v1/generations', '/v1/sandbox-runs', '/v1/batches']) {
+      // A string, as documented, that is not one of the list's cursors: 422.
       const r = await api(stack, 'GET', `${path}?cursor=not-a-cursor`, undefined, alice.auth);
-      expect(r.status).toBe(400);
+      expect(r.status).toBe(422);
       expect(r.json.fields).toEqual([{ field: 'cursor', message: expect.any(String) }]);
     }
     const r = await api(stack, 'GET', '/v1/generations?status=done&limit=500', undefined, alice.auth);
