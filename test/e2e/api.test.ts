@@ -239,7 +239,8 @@ describe('batches', () => {
 
   it('refuses more than 1,000 items, naming the field', async () => {
     const res = await api(stack, 'POST', '/v1/batches', { prompts: Array.from({ length: 501 }, (_, i) => `p${i}`), engines: ['flux1_dev', 'sd3_medium'] });
-    expect(res.status).toBe(400);
+    // Each list is within its documented size; their product is not: a 422.
+    expect(res.status).toBe(422);
     expect(res.json.message).toMatch(/prompts/);
   });
 });
@@ -275,11 +276,12 @@ describe('reference images (FLUX.2)', () => {
     expect(url.status).toBe(400);
     expect(url.json.message).toMatch(/references/);
     const fake = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux2_dev_4bit', references: [`data:image/png;base64,${Buffer.from('not an image').toString('base64')}`] });
-    expect(fake.status).toBe(400);
+    // A data URI of the documented form whose content is not a usable image: 422.
+    expect(fake.status).toBe(422);
     expect(fake.json.message).toMatch(/references\[0\]/);
     const tiny = await sharp({ create: { width: 48, height: 32, channels: 3, background: '#884422' } }).png().toBuffer();
     const small = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux2_dev_4bit', references: [`data:image/png;base64,${tiny.toString('base64')}`] });
-    expect(small.status).toBe(400);
+    expect(small.status).toBe(422);
     expect(small.json.message).toMatch(/references\[0\].*64/);
     const notFlux2 = await api(stack, 'POST', '/v1/generations', { prompt: 'x', engine: 'flux1_dev', references: [dataUri] });
     expect(notFlux2.status).toBe(400);

@@ -142,7 +142,7 @@ describe('counted per job', () => {
     expectTooMany(await api(stack, 'POST', '/v1/generations', ONE_GENERATION, key.auth), /concurrent-job quota/);
   });
 
-  it('a request larger than the whole allowance is a 400 naming the field, and takes nothing', async () => {
+  it('a request larger than the whole allowance is a 422 naming the field, and takes nothing', async () => {
     const narrow = keys.narrow;
     const slow = keys.slow;
     const batchOfFour = { prompts: ['a', 'b'], engines: ['flux1_dev', 'sd3_medium'], ...SMALL };
@@ -154,7 +154,7 @@ describe('counted per job', () => {
         ['/v1/batches', batchOfFour, 'prompts'],
       ] as const) {
         const r = await api(stack, 'POST', path, body, key.auth);
-        expect({ path, status: r.status }).toEqual({ path, status: 400 });
+        expect({ path, status: r.status }).toEqual({ path, status: 422 });
         expect(r.json.fields).toEqual([{ field, message: expect.stringMatching(new RegExp(`^${field} asks for 4 jobs at once`)) }]);
       }
       // Nothing was taken: the whole allowance is still there.

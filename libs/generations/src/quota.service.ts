@@ -3,7 +3,7 @@ import { REDIS } from '@flexy/config';
 import { inflightKey, rateWindowKey } from '@flexy/contracts';
 import type { ApiKey } from '@flexy/persistence';
 import type Redis from 'ioredis';
-import { badRequest, tooManyRequests } from './errors';
+import { tooManyRequests, unprocessable } from './errors';
 
 /** In-flight entries older than this are dropped, so a lost terminal event cannot block a key forever. */
 const INFLIGHT_STALE_MS = 24 * 3600_000;
@@ -39,14 +39,15 @@ export class QuotaService {
 
   /**
    * Takes one rate unit and one concurrent slot per job id, or refuses: 429 with Retry-After when
-   * waiting helps, 400 naming `field` when the request alone is larger than the key's limits.
+   * waiting helps, 422 naming `field` when the request alone is larger than the key's limits (it fits
+   * the API's schema; no JSON Schema knows this key's allowance).
    */
   async charge(key: ApiKey | null, jobIds: string[], field: string): Promise<void> {
     if (!key || jobIds.length === 0) return;
     const n = jobIds.length;
     if (n > key.rateLimitPerMinute || n > key.maxConcurrentJobs) {
       const limit = n > key.rateLimitPerMinute ? `${key.rateLimitPerMinute} jobs a minute` : `${key.maxConcurrentJobs} concurrent jobs`;
-      throw badRequest([{ field, message: `${field} asks for ${n} jobs at once; this API key allows ${limit}` }]);
+      throw unprocessable([{ field, message: `${field} asks for ${n} jobs at once; this API key allows ${limit}` }]);
     }
     const now = Date.now();
     const window = Math.floor(now / WINDOW_MS);
