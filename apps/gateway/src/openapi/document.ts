@@ -1,5 +1,5 @@
 import type { INestApplication } from '@nestjs/common';
-import { DocumentBuilder, SwaggerModule, type OpenAPIObject } from '@nestjs/swagger';
+import { DocumentBuilder, getSchemaPath, SwaggerModule, type OpenAPIObject } from '@nestjs/swagger';
 import type { OperationObject, ParameterObject, ReferenceObject } from '@nestjs/swagger/dist/interfaces/open-api-spec.interface';
 import { ErrorBody } from '../common/api-responses';
 import { requestBodySchemas } from './request-bodies';
@@ -24,7 +24,7 @@ export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
         'A method a path does not answer is a 405 with Allow. Optional fields are left out for their defaults; `null` is refused.',
     )
     .setVersion('1')
-    .addBearerAuth({ type: 'http', scheme: 'bearer', description: 'An API key (`npm run keys -- create`).' }, 'bearer')
+    .addBearerAuth({ type: 'http', scheme: 'bearer', bearerFormat: 'API key', description: 'An API key (`npm run keys -- create`).' }, 'bearer')
     .addApiKey({ type: 'apiKey', in: 'header', name: 'X-API-Key', description: 'The same key, in its own header.' }, 'apiKey')
     .build();
   const document = SwaggerModule.createDocument(app, config, { extraModels: [ErrorBody] });
@@ -36,6 +36,11 @@ export function buildOpenApiDocument(app: INestApplication): OpenAPIObject {
       if (!operation || typeof operation !== 'object' || !('responses' in operation)) continue;
       if ((PUBLIC_OPERATIONS as readonly string[]).includes(operation.operationId ?? '')) operation.security = [];
       operation.parameters &&= documentedHeadersOnly(operation.parameters);
+      // Open mode serves loopback host names only, on every route (loopbackHostOnly).
+      operation.responses['403'] ??= {
+        description: 'In open mode, the Host header is not a loopback name.',
+        content: { 'application/json': { schema: { $ref: getSchemaPath(ErrorBody) } } },
+      };
     }
   }
   return document;
