@@ -69,6 +69,9 @@ class Part:
     quant: str | None = None  # a *_bnb4 config: quantized with bitsandbytes by the library's quantizer
     shared: bool = False  # written once under .random-shared/ and hard-linked
 
+    def plain(self) -> Part:
+        return Part(self.config, self.seed, self.dtype, self.variant, self.class_name, None, self.shared)
+
     def recipe(self, tiny: bool) -> str:
         key = json.dumps([self.config, self.seed, self.dtype, self.variant, self.class_name, self.quant, tiny,
                           M.load_config(self.config, tiny)["config"], torch.__version__.split("+")[0]], sort_keys=True)
@@ -281,7 +284,8 @@ def _shared_part(part: Part, models_dir: Path, device: torch.device, tiny: bool,
 
 
 def build_engine(engine_id: str, local_dir: str, models_dir: Path, device: torch.device, *, tiny: bool = False,
-                 force: bool = False, flux2_text_encoder: bool = False, log=print) -> dict[str, Any]:  # fmt: skip
+                 force: bool = False, flux2_text_encoder: bool = False, quantize: bool = True,
+                 log=print) -> dict[str, Any]:  # fmt: skip
     """Write models_dir/local_dir atomically; an existing random or demo snapshot is replaced only with
     force, and a folder holding real weights never."""
     import diffusers
@@ -296,6 +300,8 @@ def build_engine(engine_id: str, local_dir: str, models_dir: Path, device: torch
             log(f"{engine_id}: random snapshot already at {target} (--force rebuilds it)")
             return marker
     spec = engines(flux2_text_encoder)[engine_id]
+    if not quantize:  # a CPU worker can load it (the GPU tier's reduced run on a CPU)
+        spec.parts = {name: part.plain() for name, part in spec.parts.items()}
     (models_dir / SHARED_DIR).mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{local_dir}-", dir=models_dir))
     started = time.perf_counter()
@@ -369,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="where weights are made (default: cuda when present, else cpu)")
     parser.add_argument("--tiny", action="store_true", help="tiny configs (tests on a CPU)")
     parser.add_argument("--force", action="store_true", help="rebuild random snapshots that already exist")
+    parser.add_argument("--no-quantize", action="store_true",
+                        help="write FLUX.2 unquantized, so a CPU worker can load it (with --tiny: the GPU tier's reduced run)")
     parser.add_argument("--flux2-text-encoder", action="store_true",
                         help="also write FLUX.2's local text encoder (Mistral 24B, NF4, 14 GB; needs 80 GB of GPU memory)")
     args = parser.parse_args(argv)
@@ -379,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu" and not args.tiny:
         parser.error("real-size snapshots are made on a GPU (--device cuda); on a CPU use --tiny")
+    if args.no_quantize and not args.tiny:
+        parser.error("--no-quantize is for tiny snapshots only: the real FLUX.2 [dev] 4-bit repository is pre-quantized")
     catalog = load_catalog()
     known = engines(args.flux2_text_encoder)
     selected = args.engines or [spec.id for spec in catalog if spec.id in known]
@@ -389,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     for engine_id in selected:
         build_engine(engine_id, catalog[engine_id].local_dir, args.out, device, tiny=args.tiny, force=args.force,
-                     flux2_text_encoder=args.flux2_text_encoder, log=lambda m: print(m, flush=True))  # fmt: skip
+                     flux2_text_encoder=args.flux2_text_encoder, quantize=not args.no_quantize,
+                     log=lambda m: print(m, flush=True))  # fmt: skip
     print(f"random snapshots in {args.out}: {disk_usage(args.out) / GB:.2f} GB on disk, {time.perf_counter() - started:.0f} s",
           flush=True)  # fmt: skip
     return 0

@@ -98,6 +98,8 @@ export interface StackOptions {
   env?: NodeJS.ProcessEnv;
   /** Extra environment for the supervisors only (e.g. fault injection for their Python workers). */
   supervisorEnv?: NodeJS.ProcessEnv;
+  /** How long a supervisor may take to report a ready worker (loading real-size engines takes minutes). */
+  readyTimeoutMs?: number;
 }
 
 export interface Stack {
@@ -149,7 +151,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       ...extraEnv,
     });
     supervisors.push(sup);
-    await sup.waitFor(/ready on/, 180_000);
+    await sup.waitFor(/ready on/, options.readyTimeoutMs ?? 180_000);
     return sup;
   };
   const gateway = manage(`gateway-${port}`, process.execPath, [join(ROOT, 'dist/apps/gateway/src/main.js')], env);

@@ -33,7 +33,7 @@ Commands:
   random <engine...> | all       write real-size random-weight snapshots in the hub layouts (GPU hosts:
        [--force]                 the GPU tier's weights; FLUX.2's transformer pre-quantized to NF4),
        [--flux2-text-encoder]    with bench/gpu/snapshots.py; also FLUX.2's local text encoder (14 GB)
-       [--tiny]                  tiny configs, on the CPU (tests of the writer)
+       [--tiny] [--no-quantize]  tiny configs, on the CPU (tests); FLUX.2 unquantized, for a CPU worker
 
 Options:
   --models-dir DIR               where snapshots live (default: $MODELS_DIR, else ./.data/models)
@@ -252,6 +252,7 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
         jobs: { type: 'string', default: '3' },
         'no-xet': { type: 'boolean', default: false },
         tiny: { type: 'boolean', default: false },
+        'no-quantize': { type: 'boolean', default: false },
         'flux2-text-encoder': { type: 'boolean', default: false },
         'models-dir': { type: 'string' },
         help: { type: 'boolean', short: 'h', default: false },
@@ -314,7 +315,7 @@ export async function main(argv: string[], io: CliIo = { out: process.stdout, er
         io.err.write(`Name at least one engine, or all.\n\n${USAGE}`);
         return 2;
       }
-      const flags = [values.force && '--force', values.tiny && '--tiny', values['flux2-text-encoder'] && '--flux2-text-encoder'];
+      const flags = [values.force && '--force', values.tiny && '--tiny', values['flux2-text-encoder'] && '--flux2-text-encoder', values['no-quantize'] && '--no-quantize'];
       return writeRandomSnapshots(io, settings, modelsDir, specs, flags.filter((f): f is string => typeof f === 'string'));
     }
     default:
