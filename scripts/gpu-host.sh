@@ -104,8 +104,12 @@ PY
       }
       process.stdout.write([...out].join("\n") + "\n");
     ' "$root"
-    # Loaded by the dynamic linker (sharp's libvips), not by Node: the whole package.
-    find node_modules/@img -type f
+    # Loaded by the dynamic linker (sharp's libvips), not by Node: the whole package. And what the
+    # migrations' worker thread loads (prisma/tools/engine-thread.cjs: the schema engine's wasm).
+    find node_modules/@img prisma/tools node_modules/@prisma/schema-engine-wasm node_modules/@prisma/driver-adapter-utils \
+      node_modules/@prisma/adapter-better-sqlite3 node_modules/better-sqlite3/lib -type f
+    echo node_modules/better-sqlite3/package.json
+    echo node_modules/better-sqlite3/build/Release/better_sqlite3.node
     find worker-python/flexy_worker -name '*.py'
     echo bench/gpu/snapshots.py
     echo bench/gpu/models.py
@@ -132,11 +136,16 @@ env_for_run() {
   export PYTHONPATH="$FLEXY_HOME/site${PYTHONPATH:+:$PYTHONPATH}"
   export WORKER_PYTHON="${WORKER_PYTHON:-$(command -v python3)}"
   export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-  # Snapshots go to the filesystem with the most room unless MODELS_DIR says otherwise.
+  # Snapshots go to the filesystem that had the most room when first asked (remembered, since writing
+  # them changes the answer), unless MODELS_DIR says otherwise.
   if [[ -z "${MODELS_DIR:-}" ]]; then
-    local best
-    best="$(df -P --output=avail,target /var/tmp /root /tmp "$PWD" 2>/dev/null | tail -n +2 | sort -n | tail -1 | awk '{print $2}')"
-    export MODELS_DIR="${best%/}/flexy-models"
+    if [[ ! -s "$FLEXY_HOME/models-dir" ]]; then
+      local best
+      best="$(df -P --output=avail,target /var/tmp /root /tmp "$PWD" 2>/dev/null | tail -n +2 | sort -n | tail -1 | awk '{print $2}')"
+      echo "${best%/}/flexy-models" >"$FLEXY_HOME/models-dir"
+    fi
+    MODELS_DIR="$(cat "$FLEXY_HOME/models-dir")"
+    export MODELS_DIR
   fi
   mkdir -p "$MODELS_DIR"
   cd "$FLEXY_HOME/app"

@@ -27,6 +27,14 @@ if (out) {
       return original.call(this, p, ...rest);
     };
   }
+  const threads = require('node:worker_threads');
+  const Worker = threads.Worker;
+  threads.Worker = class TracedWorker extends Worker {
+    constructor(filename, options) {
+      note(filename);
+      super(filename, options);
+    }
+  };
   const dlopen = process.dlopen;
   process.dlopen = function traced(module, filename, ...rest) {
     note(filename);
