@@ -43,8 +43,11 @@ pack() {
   log "building the service"
   (cd "$root" && node scripts/build.mjs >/dev/null)
 
-  log "node: $(command -v node) $(node --version)"
-  xz -T0 -9 -c "$(readlink -f "$(command -v node)")" >"$out/node.xz"
+  # The pieces that do not depend on the checkout are kept from an earlier pack into the same DIR.
+  if [[ ! -s "$out/node.xz" || "$(readlink -f "$(command -v node)")" -nt "$out/node.xz" ]]; then
+    log "node: $(command -v node) $(node --version)"
+    xz -T0 -9 -c "$(readlink -f "$(command -v node)")" >"$out/node.xz"
+  fi
 
   log "redis-server and the two libraries Debian's build needs beyond a CUDA image's"
   mkdir -p "$stage/redis/bin" "$stage/redis/lib"
@@ -161,7 +164,8 @@ install() {
   (
     env_for_run
     log "node $(node --version); $(redis-server --version | cut -d' ' -f1-3); app $(cat .gpu-tier-commit); MODELS_DIR $MODELS_DIR"
-    "$WORKER_PYTHON" -c "import torch, transformers, diffusers, bitsandbytes; print('[gpu-host] python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'bitsandbytes', bitsandbytes.__version__)"
+    "$WORKER_PYTHON" -c "import torch, transformers, diffusers, bitsandbytes; print('[gpu-host] python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'bitsandbytes', bitsandbytes.__version__)" ||
+      log "WARNING: $WORKER_PYTHON lacks one of torch, transformers, diffusers, bitsandbytes (above)"
   )
 }
 

@@ -397,13 +397,21 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no random snapshot recipe for {', '.join(unknown)}; known: {', '.join(known)}")
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    failed = []
     for engine_id in selected:
-        build_engine(engine_id, catalog[engine_id].local_dir, args.out, device, tiny=args.tiny, force=args.force,
-                     flux2_text_encoder=args.flux2_text_encoder, quantize=not args.no_quantize,
-                     log=lambda m: print(m, flush=True))  # fmt: skip
-    print(f"random snapshots in {args.out}: {disk_usage(args.out) / GB:.2f} GB on disk, {time.perf_counter() - started:.0f} s",
-          flush=True)  # fmt: skip
-    return 0
+        try:
+            build_engine(engine_id, catalog[engine_id].local_dir, args.out, device, tiny=args.tiny, force=args.force,
+                         flux2_text_encoder=args.flux2_text_encoder, quantize=not args.no_quantize,
+                         log=lambda m: print(m, flush=True))  # fmt: skip
+        except Exception as exc:  # one engine's failure (bitsandbytes missing, say) must not cost the others
+            import traceback
+
+            traceback.print_exc()
+            print(f"{engine_id}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+            failed.append(engine_id)
+    print(f"random snapshots in {args.out}: {disk_usage(args.out) / GB:.2f} GB on disk, {time.perf_counter() - started:.0f} s"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), flush=True)  # fmt: skip
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
