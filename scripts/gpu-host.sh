@@ -109,7 +109,7 @@ PY
     ' "$root"
     # Loaded by the dynamic linker (sharp's libvips), not by Node: the whole package. And what the
     # migrations' worker thread loads (prisma/tools/engine-thread.cjs: the schema engine's wasm).
-    find node_modules/@img prisma/tools node_modules/@prisma/schema-engine-wasm node_modules/@prisma/driver-adapter-utils \
+    find node_modules/@img prisma node_modules/@prisma/schema-engine-wasm node_modules/@prisma/driver-adapter-utils \
       node_modules/@prisma/adapter-better-sqlite3 node_modules/better-sqlite3/lib -type f
     echo node_modules/better-sqlite3/package.json
     echo node_modules/better-sqlite3/build/Release/better_sqlite3.node
@@ -118,7 +118,6 @@ PY
     echo bench/gpu/models.py
     find bench/gpu/configs -type f
     echo libs/engines/engine-catalog.json
-    find prisma/migrations -type f
     echo package.json
     echo scripts/gpu-host.sh
   ) | sort -u >"$stage/app-files"
