@@ -143,7 +143,7 @@ env_for_run() {
   if [[ -z "${MODELS_DIR:-}" ]]; then
     if [[ ! -s "$FLEXY_HOME/models-dir" ]]; then
       local best
-      best="$(df -P --output=avail,target /var/tmp /root /tmp "$PWD" 2>/dev/null | tail -n +2 | sort -n | tail -1 | awk '{print $2}')"
+      best="$(df --output=avail,target /var/tmp /root /tmp "$PWD" 2>/dev/null | tail -n +2 | sort -n | tail -1 | awk '{print $2}')"
       echo "${best%/}/flexy-models" >"$FLEXY_HOME/models-dir"
     fi
     MODELS_DIR="$(cat "$FLEXY_HOME/models-dir")"
