@@ -159,7 +159,10 @@ def latent_preview(latents: torch.Tensor, height: int, width: int, patch_pixels:
     else:
         return None
     channels = grid.shape[0]
+    # Drawn on the CPU (the same projection on every device), applied where the latents are: on a GPU
+    # only the small picture crosses to the host.
     projection = torch.randn(channels, 3, generator=torch.Generator().manual_seed(channels)) / math.sqrt(channels)
+    projection = projection.to(grid.device)
     flat = grid.reshape(channels, -1)
     flat = (flat - flat.mean(dim=1, keepdim=True)) / (flat.std(dim=1, keepdim=True) + 1e-6)
     rgb = (projection.T @ flat).reshape(3, *grid.shape[1:])
@@ -167,7 +170,7 @@ def latent_preview(latents: torch.Tensor, height: int, width: int, patch_pixels:
     size = (max(1, round(rgb.shape[1] * scale)), max(1, round(rgb.shape[2] * scale)))
     rgb = torch.nn.functional.adaptive_avg_pool2d(rgb[None], size)[0]
     pixels = ((torch.tanh(rgb) * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
-    return pixels.permute(1, 2, 0).contiguous().numpy()
+    return pixels.permute(1, 2, 0).contiguous().cpu().numpy()
 
 
 def to_rgb8(images: np.ndarray) -> list[np.ndarray]:
