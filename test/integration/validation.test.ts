@@ -51,6 +51,9 @@ const cases: Array<[string, unknown, string]> = [
   ['seed negative', { ...valid, seed: -1 }, 'seed'],
   ['seed as a string', { ...valid, seed: '42' }, 'seed'],
   ['prompt as a number', { ...valid, prompt: 42 }, 'prompt'],
+  ['negative prompt as an object', { ...valid, engine: 'realvis_xl', negative_prompt: {} }, 'negative_prompt'],
+  ['guidance as an object', { ...valid, guidance: {} }, 'guidance'],
+  ['width as an array', { ...valid, width: [512] }, 'width'],
   ['num_images above 4', { ...valid, num_images: 5 }, 'num_images'],
 ];
 

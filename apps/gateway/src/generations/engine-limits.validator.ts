@@ -2,10 +2,25 @@ import { isEngineId, type FieldError } from '@flexy/engines';
 import { resolveParams, type GenerationRequest } from '@flexy/generations';
 import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 
-/** The problems the engine named in the same request finds with it, defaults applied as the core applies them. */
+/** What each parameter must be before the engine's limits can speak about it. */
+const PARAM_TYPES: Record<string, (v: unknown) => boolean> = {
+  negative_prompt: (v) => typeof v === 'string',
+  seed: (v) => typeof v === 'number',
+  steps: (v) => typeof v === 'number',
+  guidance: (v) => typeof v === 'number',
+  width: (v) => typeof v === 'number',
+  height: (v) => typeof v === 'number',
+  num_images: (v) => typeof v === 'number',
+};
+
+/**
+ * The problems the engine named in the same request finds with it, defaults applied as the core
+ * applies them. A field of the wrong type is left out here: its own type check reports it.
+ */
 function problemsOf(o: Record<string, unknown>) {
   const references = Array.isArray(o.references) ? o.references.length : 0;
-  return resolveParams(o as unknown as GenerationRequest, references).problems;
+  const typed = Object.fromEntries(Object.entries(o).filter(([name, v]) => v == null || !PARAM_TYPES[name] || PARAM_TYPES[name](v)));
+  return resolveParams(typed as unknown as GenerationRequest, references).problems;
 }
 
 /**
