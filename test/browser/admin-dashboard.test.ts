@@ -239,7 +239,7 @@ describe('admin dashboard in Chromium', () => {
     const completed = count(await page.locator('[data-count="completed"]').first().textContent() ?? '');
     expect(completed).toBeGreaterThanOrEqual(HISTORY_SIZE);
     expect(count((await page.textContent('[data-fact="completed-last-hour"]')) ?? '')).toBeGreaterThanOrEqual(HISTORY_SIZE);
-    expect(await page.locator('table.jobs tbody tr').count()).toBe(20);
+    expect(await page.locator('section.queue[data-queue="generation"] table.jobs tbody tr').count()).toBe(20);
     console.log(`queue page first contentful paint with ${completed} completed jobs: ${timings.map((t) => `${Math.round(t)} ms`).join(', ')}`);
     // The median of three, so one stall of this shared 2-core machine does not decide it.
     expect([...timings].sort((a, b) => a - b)[1]).toBeLessThanOrEqual(1000);
