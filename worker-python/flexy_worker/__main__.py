@@ -34,7 +34,10 @@ def _run() -> int:
     except SettingsError as exc:
         print("flexy_worker: invalid configuration\n" + "".join(f"  {p}\n" for p in exc.problems), end="", file=sys.stderr)
         return 2
-    proto_out = _isolate_stdout()
+    # A device group's other ranks (started by rank 0, see group.py) speak no protocol: their stdout
+    # and stderr are rank 0's stderr, their stdin the pipe from rank 0.
+    follower = settings.rank > 0
+    proto_out = None if follower else _isolate_stdout()
     # Weights come only from MODELS_DIR: never reach the hub at run time.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -44,8 +47,16 @@ def _run() -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=settings.log_level,
-        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        format=f"%(asctime)s %(levelname)s %(name)s[%(process)d{f' rank {settings.rank}' if follower else ''}]: %(message)s",
     )
+    if follower:
+        from .group import follower_main
+
+        try:
+            return follower_main(settings)
+        except Exception:
+            logging.getLogger("flexy_worker").exception("rank %d failed", settings.rank)
+            return 1
     # Unbuffered raw stdin: no buffer lock for the reader thread to hold at exit.
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
 

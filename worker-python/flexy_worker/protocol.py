@@ -45,6 +45,7 @@ class ExitCode:
     CUDA_POISONED = 70
     PRELOAD_OOM = 71
     PROTOCOL_ERROR = 72
+    RANK_LOST = 73  # a process of the worker's device group died or fell out of step (group.py)
 
 
 WeightsKind = Literal["demo", "random", "hub"]

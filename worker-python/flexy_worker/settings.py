@@ -72,6 +72,8 @@ class WorkerSettings(BaseSettings):
     models_dir: Path = _setting("MODELS_DIR", required=True)
     engine_catalog: Path | None = _setting("FLEXY_ENGINE_CATALOG")
     device: Annotated[str, _one_of("FLEXY_WORKER_DEVICE")] = _setting("FLEXY_WORKER_DEVICE")
+    world_size: int = _setting("FLEXY_WORKER_WORLD_SIZE")  # a device group's processes (group.py)
+    rank: int = _setting("FLEXY_WORKER_RANK")
     preload: Annotated[EngineList, _one_of("WORKER_PRELOAD")] = _setting("WORKER_PRELOAD")
     vram_budget_gb: float | None = _setting("WORKER_VRAM_BUDGET_GB")
     device_memory_gb: float | None = _setting("WORKER_DEVICE_MEMORY_GB")

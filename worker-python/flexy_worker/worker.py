@@ -601,13 +601,18 @@ def build_request(msg: wire.GenerateMessage, references: list[Any]) -> Any:
 # ---- start-up ------------------------------------------------------------------------------------
 
 
-def _resolve_device(requested: str) -> str:
+def _resolve_device(requested: str, rank: int = 0) -> str:
+    """The device of this process: the CPU, or ``cuda:<rank>`` (rank 0 of a device group, or a lone
+    worker, is cuda:0; CUDA_VISIBLE_DEVICES lists the group's GPUs)."""
     import torch
 
     if requested == "cpu":
         return "cpu"
     if torch.cuda.is_available():
-        return "cuda:0"
+        if rank >= torch.cuda.device_count():
+            raise SystemExit(f"rank {rank} of a device group has no GPU: torch sees {torch.cuda.device_count()}")
+        torch.cuda.set_device(rank)  # calls without a device (synchronize, empty_cache) mean this one
+        return f"cuda:{rank}"
     if requested == "cuda":
         raise SystemExit("FLEXY_WORKER_DEVICE=cuda was requested but torch sees no CUDA device")
     return "cpu"
@@ -620,9 +625,10 @@ def _cap_device_memory(device: str, cap_gb: float | None) -> int | None:
         return None
     import torch
 
-    total = torch.cuda.get_device_properties(0).total_memory
+    index = torch.device(device).index or 0
+    total = torch.cuda.get_device_properties(index).total_memory
     cap = min(total, int(cap_gb * 1024**3))
-    torch.cuda.set_per_process_memory_fraction(cap / total, 0)
+    torch.cuda.set_per_process_memory_fraction(cap / total, index)
     return cap
 
 
@@ -630,9 +636,51 @@ def _default_budget_bytes(device: str, cap: int | None = None) -> int:
     if device.startswith("cuda"):
         import torch
 
-        total = cap or torch.cuda.get_device_properties(0).total_memory
+        total = cap or torch.cuda.get_device_properties(torch.device(device).index or 0).total_memory
         return total - max(2 * 1024**3, total // 10)  # headroom for activations and the CUDA context
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") * 0.5)
+
+
+def open_engine_manager(config: WorkerSettings, group: Any = None) -> tuple[Any, str, int]:
+    """The engine manager on this process's device, as the settings describe it: (manager, device,
+    budget in bytes). Every rank of a device group (``group``, see group.py) builds the same one and
+    joins the group here, once its device is chosen."""
+    import diffusers
+    import torch
+
+    from .catalog import load_catalog
+    from .engines.manager import EngineManager
+
+    _quiet_libraries()
+    device = _resolve_device(config.device, config.rank)
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if device == "cpu":
+        # The worker shares the host's cores with its supervisor, the gateway and Redis; one intra-op
+        # thread avoids oversubscription, which slowed demo generations several-fold on 2 cores.
+        torch.set_num_threads(config.cpu_threads)
+    cap = _cap_device_memory(device, config.device_memory_gb)
+    budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device, cap)
+    catalog = load_catalog(config.engine_catalog)
+    log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s%s",
+             device, str(dtype).removeprefix("torch."), budget / 1024**3, config.models_dir, catalog.source,
+             config.text_encoder, torch.__version__, diffusers.__version__,
+             f" rank={config.rank}/{config.world_size}" if group is not None else "",
+             " FAULTS ARMED" if Faults.from_settings(config).any() else "")  # fmt: skip
+    if device.startswith("cuda"):
+        log.info("cuda device: %s%s", torch.cuda.get_device_name(device), f" (capped to {cap / 1024**3:.1f} GiB)" if cap else "")
+
+    kwargs = dict(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype, budget_bytes=budget,
+                  text_encoder_mode=config.text_encoder, remote_url=config.text_encoder_url, remote_token=config.hf_token,
+                  fast_paths=_fast_paths(config))  # fmt: skip
+    if group is None:
+        manager = EngineManager(**kwargs)
+    else:
+        from .engines.parallel import GroupEngineManager
+
+        group.join(device)
+        manager = GroupEngineManager(group, **kwargs)
+    manager.keep_resident = config.preload  # fast paths that grow an engine must fit beside these
+    return manager, device, budget
 
 
 def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
@@ -645,35 +693,19 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
     # The reader starts before the slow imports: pings are answered and a dead supervisor is noticed
     # during start-up too.
     threading.Thread(target=worker.read_loop, args=(wire.FrameReader(proto_in),), name="frame-reader", daemon=True).start()
+    group = None
+    if config.world_size > 1:
+        from .group import DeviceGroup
+
+        group = DeviceGroup.spawn(config)  # the other ranks import while this one does
 
     import diffusers
     import torch
 
     from . import errors
-    from .catalog import load_catalog
-    from .engines.manager import EngineManager
 
-    _quiet_libraries()
-    device = _resolve_device(config.device)
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if device == "cpu":
-        # The worker shares the host's cores with its supervisor, the gateway and Redis; one intra-op
-        # thread avoids oversubscription, which slowed demo generations several-fold on 2 cores.
-        torch.set_num_threads(config.cpu_threads)
-    cap = _cap_device_memory(device, config.device_memory_gb)
-    budget = int(config.vram_budget_gb * 1024**3) if config.vram_budget_gb else _default_budget_bytes(device, cap)
-    catalog = load_catalog(config.engine_catalog)
-    log.info("starting: device=%s dtype=%s budget=%.1f GiB models=%s catalog=%s text_encoder=%s torch=%s diffusers=%s%s",
-             device, str(dtype).removeprefix("torch."), budget / 1024**3, config.models_dir, catalog.source,
-             config.text_encoder, torch.__version__, diffusers.__version__, " FAULTS ARMED" if faults.any() else "")
-    if device.startswith("cuda"):
-        log.info("cuda device: %s%s", torch.cuda.get_device_name(0), f" (capped to {cap / 1024**3:.1f} GiB)" if cap else "")
-
-    manager = EngineManager(catalog=catalog, models_dir=config.models_dir, device=device, dtype=dtype,
-                            budget_bytes=budget, text_encoder_mode=config.text_encoder, remote_url=config.text_encoder_url,
-                            remote_token=config.hf_token, fast_paths=_fast_paths(config))  # fmt: skip
+    manager, device, budget = open_engine_manager(config, group)
     worker.attach(manager, errors, device, budget)
-    manager.keep_resident = config.preload  # fast paths that grow an engine must fit beside these
     for engine in config.preload:
         if worker.stop_requested():
             break
@@ -698,6 +730,8 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
     worker.ready_sent = True
     log.info("ready: engines %s", ", ".join(f"{e.engine}[{e.weights}]" for e in worker.engine_info.values()) or "none")
     code = worker.serve()
+    if group is not None:
+        group.close()
     log.info("exiting with %d", code)
     return code
 

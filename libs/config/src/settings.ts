@@ -109,6 +109,25 @@ const text = () => z.string().trim();
 const secretText = () => z.string();
 const matching = (pattern: RegExp, rule: string) => z.string().trim().regex(pattern, { error: rule });
 
+/**
+ * WORKER_DEVICES: `auto`, `cpu` (or `cpu+cpu…`, a device group of CPU processes), or a comma-separated
+ * list of workers, each a GPU (index or UUID) or a group of GPUs joined by `+`. A GPU belongs to one
+ * worker at most: two workers on one card would fight over its memory.
+ */
+function workerDevices() {
+  const gpu = String.raw`(\d+|(GPU|MIG)-[0-9A-Za-z-]+)`;
+  const worker = String.raw`${gpu}(\s*\+\s*${gpu})*`;
+  const shape = new RegExp(String.raw`^(auto|cpu(\s*\+\s*cpu)*|${worker}(\s*,\s*${worker})*)$`);
+  const rule = 'auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3)';
+  return matching(shape, rule).refine(
+    (spec) => {
+      const gpus = spec.split(/[,+]/).map((s) => s.trim());
+      return spec.startsWith('cpu') || spec === 'auto' || new Set(gpus).size === gpus.length;
+    },
+    { error: 'a list in which each GPU appears once (a GPU belongs to one worker)' },
+  );
+}
+
 /** A URL whose scheme is one of `protocols` (with the colon, as `URL.protocol` has it). */
 function url(...protocols: string[]) {
   const rule = `a URL starting with ${protocols.map((p) => (p === 'file:' ? p : `${p}//`)).join(' or ')}`;
@@ -247,9 +266,10 @@ const settingsShape = z.object({
     description: "this supervisor's name in worker ids and the dashboard (one per host)",
     readers: ['supervisor'],
   }),
-  WORKER_DEVICES: setting(matching(/^(auto|cpu|(\d+|(GPU|MIG)-[0-9A-Za-z-]+)(\s*,\s*(\d+|(GPU|MIG)-[0-9A-Za-z-]+))*)$/, 'auto, cpu, or a comma-separated list of GPU indices such as 0,1'), {
+  WORKER_DEVICES: setting(workerDevices(), {
     default: 'auto',
-    description: '`auto` (one worker per GPU, else CPU), `cpu`, or a GPU list such as `0,1`',
+    description:
+      '`auto` (one worker per GPU, else CPU), `cpu`, or a GPU list such as `0,1`; `+` joins GPUs into one worker that runs each image across them (`0+1`, `0+1,2+3`, `0,1+2`; `cpu+cpu`: a two-process group on the CPU, for tests)',
     readers: ['supervisor'],
   }),
   CUDA_VISIBLE_DEVICES: setting(text(), {
@@ -291,6 +311,16 @@ const settingsShape = z.object({
   FLEXY_WORKER_DEVICE: setting(oneOf(['auto', 'cpu', 'cuda']), {
     default: 'auto',
     description: 'set by the supervisor for each worker (`cpu`, or `cuda` on the GPU it gives it); `auto` when a worker is run by hand',
+    readers: ['worker'],
+  }),
+  FLEXY_WORKER_WORLD_SIZE: setting(integer(1, 64), {
+    default: 1,
+    description: "set by the supervisor for each worker: its processes, one per device of its group (`WORKER_DEVICES=0+1`: 2); the worker's first process starts the others",
+    readers: ['worker'],
+  }),
+  FLEXY_WORKER_RANK: setting(integer(0, 63), {
+    default: 0,
+    description: "set by a device group's first process for each process it starts: that process's rank in the group",
     readers: ['worker'],
   }),
   WORKER_VRAM_BUDGET_GB: setting(decimal(0, 4096, ' (GiB)'), {

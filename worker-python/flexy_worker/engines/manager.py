@@ -308,6 +308,7 @@ class EngineManager:
                 self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
         try:
             self.residency_manager.activate(engine)
+            self._prepare_denoiser(engine, pipeline)
             self._apply_fast_path(engine, pipeline, keys, configs)
         except Exception as exc:
             self.unload(engine)
@@ -318,6 +319,10 @@ class EngineManager:
             engine, weights, revision, self.residency_manager.last_load_ms, source,
         )  # fmt: skip
         return loaded
+
+    def _prepare_denoiser(self, engine: str, pipeline: Any) -> None:
+        """After loading, before the fast path: nothing here; a device group's manager applies context
+        parallelism to the denoiser (parallel.py)."""
 
     def _apply_fast_path(self, engine: str, pipeline: Any, keys: dict, configs: dict) -> None:
         """The deployment's fast path for engine (FLEXY_FAST_PATH, see acceleration.py), warmed up

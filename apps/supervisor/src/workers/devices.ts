@@ -2,27 +2,41 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 export interface WorkerDevice {
-  /** Stable worker id within this host: gpu0, gpu1… or cpu. */
+  /** Stable worker id within this host: gpu0, gpu1, gpu0+1 (a group), cpu or cpu+cpu. */
   id: string;
-  /** CUDA_VISIBLE_DEVICES for the process; undefined for the CPU worker. */
+  /** CUDA_VISIBLE_DEVICES for the process ('1', or '0,1' for a group); undefined on the CPU. */
   cudaVisibleDevices?: string;
+  /**
+   * Processes of this worker: 1, or one per device of a group, which runs each image across them.
+   * The supervisor starts only the first (rank 0); it starts the others. Either way, one slot.
+   */
+  ranks?: number;
 }
 
 /**
  * 'auto' → one worker per visible GPU (nvidia-smi, or the list `cudaVisible` when the supervisor was
- * started with CUDA_VISIBLE_DEVICES), else one CPU worker; 'cpu'; or a list like '0,1'.
+ * started with CUDA_VISIBLE_DEVICES), else one CPU worker; 'cpu'; 'cpu+cpu' (a group of two CPU
+ * processes); or a list such as '0,1', '0+1,2+3' or '0,1+2' (the configuration checked its shape).
  */
 export async function resolveDevices(spec: string, cudaVisible?: string): Promise<WorkerDevice[]> {
-  if (spec === 'cpu') return [{ id: 'cpu' }];
-  let indices: string[];
-  if (spec === 'auto') {
-    indices = await promisify(execFile)('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader'], { timeout: 10_000 })
-      .then(({ stdout }) => stdout.split('\n').map((s) => s.trim()).filter(Boolean))
-      .catch(() => []);
-    if (cudaVisible !== undefined) indices = cudaVisible.split(',').map((s) => s.trim()).filter(Boolean);
-  } else {
-    indices = spec.split(',').map((s) => s.trim()).filter(Boolean);
+  if (spec.startsWith('cpu')) {
+    const ranks = spec.split('+').length;
+    return [ranks > 1 ? { id: Array(ranks).fill('cpu').join('+'), ranks } : { id: 'cpu' }];
   }
-  if (indices.length === 0) return [{ id: 'cpu' }];
-  return indices.map((index) => ({ id: `gpu${index}`, cudaVisibleDevices: index }));
+  let workers: string[][];
+  if (spec === 'auto') {
+    let indices = await promisify(execFile)('nvidia-smi', ['--query-gpu=index', '--format=csv,noheader'], { timeout: 10_000 })
+      .then(({ stdout }) => stdout.split('\n').map((s) => s.trim()).filter(Boolean))
+      .catch(() => [] as string[]);
+    if (cudaVisible !== undefined) indices = cudaVisible.split(',').map((s) => s.trim()).filter(Boolean);
+    workers = indices.map((index) => [index]);
+  } else {
+    workers = spec.split(',').map((worker) => worker.split('+').map((s) => s.trim()));
+  }
+  if (workers.length === 0) return [{ id: 'cpu' }];
+  return workers.map((gpus) =>
+    gpus.length === 1
+      ? { id: `gpu${gpus[0]}`, cudaVisibleDevices: gpus[0] }
+      : { id: `gpu${gpus.join('+')}`, cudaVisibleDevices: gpus.join(','), ranks: gpus.length },
+  );
 }

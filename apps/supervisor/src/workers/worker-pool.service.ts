@@ -48,6 +48,9 @@ export function workerEnvironment(config: AppConfig, device: WorkerDevice, prelo
     ...env,
     ...config.workerEnv,
     FLEXY_WORKER_DEVICE: device.cudaVisibleDevices === undefined ? 'cpu' : 'cuda',
+    // A device group: this process is rank 0 and starts the other ranks itself (flexy_worker/group.py).
+    FLEXY_WORKER_WORLD_SIZE: String(device.ranks ?? 1),
+    FLEXY_WORKER_RANK: '0',
     WORKER_PRELOAD: preload.join(','),
     CUDA_VISIBLE_DEVICES: device.cudaVisibleDevices ?? '',
     HF_HUB_OFFLINE: '1',

@@ -29,6 +29,8 @@ export const WorkerExitCode = {
   PreloadOom: 71,
   /** The supervisor sent something the worker cannot parse. */
   ProtocolError: 72,
+  /** A process of the worker's device group died (or fell out of step): the group restarts, as after any crash. */
+  RankLost: 73,
 } as const;
 
 export type WeightsKind = 'demo' | 'random' | 'hub';
