@@ -3,7 +3,7 @@ import { ACTIVE_STATUSES, SEED_RANGE, TERMINAL_STATUSES } from '@flexy/contracts
 import { GENERATION_PARAM_NAMES, GENERATION_PARAMS, type GenerationParams } from '@flexy/engines';
 import type { Generation, GenerationImage, GenerationOrigin, GenerationStatus, WeightsKind } from './generated/sqlite/client';
 import { Prisma } from './generated/sqlite/client';
-import { decodeCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
+import { afterCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
 import { PrismaService, type DatabaseClient } from './prisma.service';
 
 export type GenerationWithImages = Generation & { images: GenerationImage[] };
@@ -290,10 +290,7 @@ export class GenerationsRepository {
       engine: query.engine,
     };
     if (query.createdBefore || query.createdAfter) where.createdAt = { lt: query.createdBefore, gt: query.createdAfter };
-    if (query.cursor) {
-      const after = decodeCursor(query.cursor);
-      where.OR = [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }];
-    }
+    if (query.cursor) where.AND = [afterCursor(query.cursor)];
     const rows = await this.db.generation.findMany({
       where,
       orderBy: [{ createdAt: 'desc' }, { id: 'desc' }],

@@ -23,6 +23,17 @@ export function encodeCursor(row: { createdAt: Date; id: string }): string {
   return Buffer.from(JSON.stringify([row.createdAt.getTime(), row.id])).toString('base64url');
 }
 
+/**
+ * The rows after `cursor` in newest-first order, (createdAt, id) < the cursor's, as a Prisma condition.
+ * The plain upper bound on createdAt is what lets SQLite and PostgreSQL seek to the cursor in the
+ * (…, createdAt, id) indexes; the OR of the two cases alone makes both walk every newer row first, a
+ * cost that grows with the page's depth.
+ */
+export function afterCursor(cursor: string) {
+  const after = decodeCursor(cursor);
+  return { createdAt: { lte: after.createdAt }, OR: [{ createdAt: { lt: after.createdAt } }, { id: { lt: after.id } }] };
+}
+
 export function decodeCursor(cursor: string): { createdAt: Date; id: string } {
   try {
     const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];

@@ -1,6 +1,6 @@
 import { Injectable } from '@nestjs/common';
 import type { Batch, Prisma, SandboxRun } from './generated/sqlite/client';
-import { decodeCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
+import { afterCursor, encodeCursor, ownerWhere, type OwnerScope } from './owner-scope';
 import { PrismaService, type DatabaseClient } from './prisma.service';
 
 /** What a sandbox run remembers besides its members: the shared settings and the engines that refused them. */
@@ -32,10 +32,7 @@ export interface RunPage<T> {
 function pageWhere(query: RunListQuery) {
   const where: Prisma.BatchWhereInput & Prisma.SandboxRunWhereInput = { ...ownerWhere(query.scope), status: query.status };
   if (query.createdBefore || query.createdAfter) where.createdAt = { lt: query.createdBefore, gt: query.createdAfter };
-  if (query.cursor) {
-    const after = decodeCursor(query.cursor);
-    where.OR = [{ createdAt: { lt: after.createdAt } }, { createdAt: after.createdAt, id: { lt: after.id } }];
-  }
+  if (query.cursor) where.AND = [afterCursor(query.cursor)];
   return where;
 }
 
