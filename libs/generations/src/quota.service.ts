@@ -4,38 +4,77 @@ import { inflightKey, rateWindowKey } from '@flexy/contracts';
 import type { ApiKey } from '@flexy/persistence';
 import type Redis from 'ioredis';
 import { tooManyRequests, unprocessable } from './errors';
+import { GroupCommit, type UnitOutcome } from './group-commit';
 
 /** In-flight entries older than this are dropped, so a lost terminal event cannot block a key forever. */
 const INFLIGHT_STALE_MS = 24 * 3600_000;
 const WINDOW_MS = 60_000;
 
 /**
- * KEYS[1]: the key's job count in this minute's window; KEYS[2]: its in-flight set (job id -> taken at).
- * ARGV: now, stale-before, jobs per minute, concurrent jobs, window ttl (s), job ids...
- * Takes every job or none: {0} when taken, {1, used} when the rate is spent, {2, in flight} when the
- * concurrent quota is full.
+ * Charges the requests of one round, in order, each all or nothing (a later request of the same key
+ * sees what an earlier one took). KEYS: each request's job count in this minute's window, then its
+ * key's in-flight set (job id -> taken at). ARGV: now, stale-before, window ttl (s), then per request:
+ * jobs per minute, concurrent jobs, job count n, n job ids. Answers two numbers per request: {0, 0}
+ * taken, {1, used} the rate is spent, {2, in flight} the concurrent quota is full.
  */
 const CHARGE_SCRIPT = `
-redis.call('ZREMRANGEBYSCORE', KEYS[2], 0, ARGV[2])
-local n = #ARGV - 5
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-if used + n > tonumber(ARGV[3]) then return {1, used} end
-local inflight = redis.call('ZCARD', KEYS[2])
-if inflight + n > tonumber(ARGV[4]) then return {2, inflight} end
-redis.call('INCRBY', KEYS[1], n)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-for i = 6, #ARGV do redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i]) end
-return {0, 0}`;
+local out = {}
+local a = 4
+for r = 1, #KEYS / 2 do
+  local window, inflight = KEYS[2 * r - 1], KEYS[2 * r]
+  local rate, concurrent, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local first = a + 3
+  a = first + n
+  redis.call('ZREMRANGEBYSCORE', inflight, 0, ARGV[2])
+  local used = tonumber(redis.call('GET', window) or '0')
+  local held = redis.call('ZCARD', inflight)
+  if used + n > rate then
+    out[#out + 1] = 1
+    out[#out + 1] = used
+  elseif held + n > concurrent then
+    out[#out + 1] = 2
+    out[#out + 1] = held
+  else
+    redis.call('INCRBY', window, n)
+    redis.call('EXPIRE', window, ARGV[3])
+    for i = first, first + n - 1 do redis.call('ZADD', inflight, ARGV[1], ARGV[i]) end
+    out[#out + 1] = 0
+    out[#out + 1] = 0
+  end
+end
+return out`;
+
+interface Charge {
+  key: ApiKey;
+  jobIds: string[];
+}
+
+type ChargeRedis = Redis & { chargeQuota(numberOfKeys: number, ...args: Array<string | number>): Promise<number[]> };
 
 /**
  * Per-key limits, charged per job on every route that creates work (a four-engine sandbox run is four
  * jobs, a batch one job per item): a per-minute job rate (fixed one-minute windows) and a
  * concurrent-job quota (jobs queued or running). Both are checked and taken in one Redis script, so
  * they hold across every gateway; a refused request takes nothing.
+ *
+ * Charges that arrive while one is on its way to Redis go together in the next round (a group commit,
+ * as creates do): one script call for all of them, each still all or nothing, so a busy gateway pays
+ * one round trip for many requests rather than one each.
  */
 @Injectable()
 export class QuotaService {
-  constructor(@Inject(REDIS) private readonly redis: Redis) {}
+  private readonly redis: ChargeRedis;
+  private readonly charges = new GroupCommit<Charge, void>(
+    (round) => this.chargeRound(round),
+    (charge) => charge.jobIds.length,
+    1024,
+  );
+
+  constructor(@Inject(REDIS) redis: Redis) {
+    // A defined command goes out as EVALSHA (the script is sent once, not with every charge).
+    if (!('chargeQuota' in redis)) redis.defineCommand('chargeQuota', { lua: CHARGE_SCRIPT });
+    this.redis = redis as ChargeRedis;
+  }
 
   /**
    * Takes one rate unit and one concurrent slot per job id, or refuses: 429 with Retry-After when
@@ -49,29 +88,28 @@ export class QuotaService {
       const limit = n > key.rateLimitPerMinute ? `${key.rateLimitPerMinute} jobs a minute` : `${key.maxConcurrentJobs} concurrent jobs`;
       throw unprocessable([{ field, message: `${field} asks for ${n} jobs at once; this API key allows ${limit}` }]);
     }
-    const now = Date.now();
-    const window = Math.floor(now / WINDOW_MS);
-    const [outcome, count] = (await this.redis.eval(
-      CHARGE_SCRIPT,
-      2,
-      rateWindowKey(key.id, window),
-      inflightKey(key.id),
-      now,
-      now - INFLIGHT_STALE_MS,
-      key.rateLimitPerMinute,
-      key.maxConcurrentJobs,
-      Math.ceil(WINDOW_MS / 1000) + 1,
-      ...jobIds,
-    )) as [number, number];
-    if (outcome === 1) {
-      const retryAfterS = Math.max(1, Math.ceil(((window + 1) * WINDOW_MS - now) / 1000));
-      throw tooManyRequests(`rate limit of ${key.rateLimitPerMinute} jobs per minute reached (${count} used)`, retryAfterS);
-    }
-    if (outcome === 2) throw tooManyRequests(`concurrent-job quota of ${key.maxConcurrentJobs} reached (${count} in flight)`, 5);
+    await this.charges.submit({ key, jobIds });
   }
 
   /** Frees the concurrent slots of jobs that ended (or were never queued). The rate is not refunded. */
   async release(apiKeyId: string | null, jobIds: string[]): Promise<void> {
     if (apiKeyId && jobIds.length) await this.redis.zrem(inflightKey(apiKeyId), ...jobIds);
+  }
+
+  private async chargeRound(round: Charge[]): Promise<UnitOutcome<void>[]> {
+    const now = Date.now();
+    const window = Math.floor(now / WINDOW_MS);
+    const keys = round.flatMap(({ key }) => [rateWindowKey(key.id, window), inflightKey(key.id)]);
+    const args = round.flatMap(({ key, jobIds }) => [key.rateLimitPerMinute, key.maxConcurrentJobs, jobIds.length, ...jobIds]);
+    const answer = await this.redis.chargeQuota(keys.length, ...keys, now, now - INFLIGHT_STALE_MS, Math.ceil(WINDOW_MS / 1000) + 1, ...args);
+    return round.map(({ key }, i) => {
+      const [outcome, count] = [answer[2 * i], answer[2 * i + 1]];
+      if (outcome === 1) {
+        const retryAfterS = Math.max(1, Math.ceil(((window + 1) * WINDOW_MS - now) / 1000));
+        return { ok: false, error: tooManyRequests(`rate limit of ${key.rateLimitPerMinute} jobs per minute reached (${count} used)`, retryAfterS) };
+      }
+      if (outcome === 2) return { ok: false, error: tooManyRequests(`concurrent-job quota of ${key.maxConcurrentJobs} reached (${count} in flight)`, 5) };
+      return { ok: true, value: undefined };
+    });
   }
 }
