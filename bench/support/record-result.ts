@@ -1,14 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { ROOT } from '../../test/support/stack';
 
-/** The commit that ran, marked dirty when the working tree differs from it. */
+/** The commit that ran, marked dirty when the code differs from it (results written since do not count). */
 function commitStamp(): string {
   try {
     const sha = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd: ROOT, encoding: 'utf8' }).trim();
-    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' }).trim() !== '';
+    const status = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':!bench/results'], { cwd: ROOT, encoding: 'utf8' });
+    const dirty = status.trim() !== '';
     return dirty ? `${sha} (dirty)` : sha;
   } catch {
     return 'unknown';
@@ -16,7 +17,15 @@ function commitStamp(): string {
 }
 
 function stamp(result: Record<string, unknown>, command: string) {
-  return { ...result, machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`, date: new Date().toISOString(), commit: commitStamp(), command };
+  return {
+    ...result,
+    machine: `${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}`,
+    // The machine is shared: its load when the run ended says how much of it the run had.
+    load_avg_1m: Math.round(loadavg()[0] * 100) / 100,
+    date: new Date().toISOString(),
+    commit: commitStamp(),
+    command,
+  };
 }
 
 function write(name: string, latest: unknown, rows: unknown[]): void {
