@@ -16,6 +16,9 @@ function commitStamp(): string {
   }
 }
 
+/** Taken when the benchmark starts (it imports this module): edits made while it runs are not what ran. */
+const RUN_COMMIT = commitStamp();
+
 function stamp(result: Record<string, unknown>, command: string) {
   return {
     ...result,
@@ -23,7 +26,7 @@ function stamp(result: Record<string, unknown>, command: string) {
     // The machine is shared: its load when the run ended says how much of it the run had.
     load_avg_1m: Math.round(loadavg()[0] * 100) / 100,
     date: new Date().toISOString(),
-    commit: commitStamp(),
+    commit: RUN_COMMIT,
     command,
   };
 }
