@@ -6,6 +6,7 @@
  *
  *   npm run bench:lists
  *   BENCH_ROWS=100000 BENCH_DATABASES=sqlite npm run bench:lists     (a quick look)
+ *   BENCH_ITERATIONS=50  BENCH_VARIANT='what differs' npm run bench:lists (a tree changed on purpose)
  *
  * The databases are filled with raw multi-row INSERTs straight through the drivers (a million rows
  * through Prisma would take minutes); a spot check makes sure those rows read back through Prisma
@@ -27,6 +28,8 @@ const ITERATIONS = Number(process.env.BENCH_ITERATIONS || 200);
 const WARMUP = 20;
 const DATABASES = (process.env.BENCH_DATABASES || 'sqlite,postgresql').split(',');
 const TARGET_P95_MS = 50;
+/** What differs from the commit that runs (a dirty tree on purpose, e.g. an earlier schema for comparison). */
+const VARIANT = process.env.BENCH_VARIANT || null;
 const PAGE = 20;
 const DAY_MS = 24 * 3600_000;
 const SPAN_MS = 180 * DAY_MS;
@@ -349,6 +352,7 @@ async function measure(database: string, target: Target) {
       const sorted = times[k].sort((a, b) => a - b);
       const row = {
         database,
+        ...(VARIANT ? { variant: VARIANT } : {}),
         query: shape.name,
         rows: ROWS,
         iterations: ITERATIONS,
@@ -400,7 +404,8 @@ async function main(): Promise<void> {
       throw new Error(`unknown database ${database} (sqlite, postgresql)`);
     }
   }
-  const command = `${ROWS === 1_000_000 ? '' : `BENCH_ROWS=${ROWS} `}npm run bench:lists`;
+  const settings = Object.entries({ BENCH_ROWS: ROWS === 1_000_000 ? null : ROWS, BENCH_ITERATIONS: ITERATIONS === 200 ? null : ITERATIONS, BENCH_DATABASES: DATABASES.join(',') === 'sqlite,postgresql' ? null : DATABASES.join(','), BENCH_VARIANT: VARIANT && JSON.stringify(VARIANT) });
+  const command = [...settings.filter(([, v]) => v !== null).map(([k, v]) => `${k}=${v}`), 'npm run bench:lists'].join(' ');
   recordResults('lists', all, command);
   const missed = all.filter((r) => !r.target_met);
   console.log(missed.length ? `p95 over ${TARGET_P95_MS} ms: ${missed.map((r) => `${r.database} ${r.query} (${r.p95_ms} ms)`).join('; ')}` : `every query under ${TARGET_P95_MS} ms at p95`);
