@@ -11,6 +11,8 @@ import autocannon from 'autocannon';
 import { inflightKey } from '@flexy/contracts';
 import Database from 'better-sqlite3';
 import Redis from 'ioredis';
+import { execFileSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { createKey } from '../test/support/keys';
@@ -24,7 +26,38 @@ const BODY = JSON.stringify({ prompt: 'a lighthouse at dawn, oil painting', engi
 /** Limits no run of this benchmark reaches: the quota is charged on every create, never refused. */
 const GENEROUS = { rate: 1_000_000_000, concurrency: 1_000_000_000 };
 
-async function load(url: string, headers: Record<string, string> = {}) {
+const CLOCK_TICKS_PER_S = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/**
+ * CPU time (user + system, ms) used so far by a process and everything it started (the gateway's
+ * cluster workers). On a shared machine the rate swings with other work; CPU time per request much less.
+ */
+function treeCpuMs(root: number): number {
+  const stats = readdirSync('/proc')
+    .filter((d) => /^\d+$/.test(d))
+    .map((pid) => {
+      try {
+        const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+        return { pid: Number(pid), ppid: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) };
+      } catch {
+        return null; // ended meanwhile
+      }
+    })
+    .filter((p) => p !== null);
+  const inTree = new Set([root]);
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const p of stats) {
+      if (inTree.has(p.pid) || !inTree.has(p.ppid)) continue;
+      inTree.add(p.pid);
+      grew = true;
+    }
+  }
+  return (stats.filter((p) => inTree.has(p.pid)).reduce((sum, p) => sum + p.ticks, 0) * 1000) / CLOCK_TICKS_PER_S;
+}
+
+async function load(url: string, headers: Record<string, string> = {}, serverPid?: number) {
+  const cpuBefore = serverPid ? treeCpuMs(serverPid) : 0;
   const r = await autocannon({
     url,
     method: 'POST',
@@ -34,8 +67,11 @@ async function load(url: string, headers: Record<string, string> = {}) {
     duration: DURATION_S,
   });
   const ok = r['2xx'];
+  const cpuMs = serverPid ? treeCpuMs(serverPid) - cpuBefore : null;
   return {
     requests_per_s: Math.round(r.requests.average),
+    // The server's own CPU time per answered request (requests still in flight at the end add a little).
+    server_cpu_ms_per_request: cpuMs === null || ok === 0 ? null : Math.round((cpuMs / ok) * 1000) / 1000,
     latency_ms: { p50: r.latency.p50, p90: r.latency.p90, p99: r.latency.p99, max: r.latency.max },
     responses_2xx: ok,
     non_2xx: r.non2xx,
@@ -52,7 +88,7 @@ async function main(): Promise<void> {
     const stack = await startStack({ supervisors: 0, env: { GATEWAY_PROCESSES: String(processes) } });
     try {
       await load(`${stack.url}/v1/generations`); // warm-up, discarded
-      return await load(`${stack.url}/v1/generations`);
+      return await load(`${stack.url}/v1/generations`, {}, stack.gateway.child.pid);
     } finally {
       await stack.stop();
     }
@@ -62,7 +98,7 @@ async function main(): Promise<void> {
     try {
       const key = await createKey(stack, 'bench', GENEROUS);
       const warmUp = await load(`${stack.url}/v1/generations`, key.auth);
-      const measured = await load(`${stack.url}/v1/generations`, key.auth);
+      const measured = await load(`${stack.url}/v1/generations`, key.auth, stack.gateway.child.pid);
       return { ...measured, charged: await chargedTo(stack, key.id, warmUp.responses_2xx + measured.responses_2xx) };
     } finally {
       await stack.stop();
@@ -71,7 +107,7 @@ async function main(): Promise<void> {
   let bareResult;
   try {
     await load(`http://127.0.0.1:${port}/bare`); // warm-up, discarded
-    bareResult = await load(`http://127.0.0.1:${port}/bare`);
+    bareResult = await load(`http://127.0.0.1:${port}/bare`, {}, bare.child.pid);
   } finally {
     await stopProcess(bare);
   }
