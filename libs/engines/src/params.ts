@@ -36,15 +36,19 @@ export const GENERATION_PARAMS: { readonly [K in keyof GenerationParams]: { kind
 
 export const GENERATION_PARAM_NAMES = Object.keys(GENERATION_PARAMS) as Array<keyof GenerationParams>;
 
+/** Whether a value has the type its parameter's kind asks for. */
+export function hasParamType(kind: ParamKind, v: unknown): boolean {
+  if (kind === 'text') return typeof v === 'string';
+  if (kind === 'optional-text') return v === null || typeof v === 'string';
+  return kind === 'integer' ? Number.isInteger(v) : typeof v === 'number' && Number.isFinite(v);
+}
+
 /** Type problems of a parameter object read from outside, one message per bad field. */
 export function paramTypeProblems(value: Record<string, unknown>): string[] {
   const problems: string[] = [];
   for (const name of GENERATION_PARAM_NAMES) {
-    const v = value[name];
     const kind = GENERATION_PARAMS[name].kind;
-    const ok =
-      kind === 'text' ? typeof v === 'string' : kind === 'optional-text' ? v === null || typeof v === 'string' : kind === 'integer' ? Number.isInteger(v) : typeof v === 'number' && Number.isFinite(v);
-    if (!ok) problems.push(`${name} must be ${kind === 'optional-text' ? 'a string or null' : kind === 'text' ? 'a string' : `a finite ${kind}`}`);
+    if (!hasParamType(kind, value[name])) problems.push(`${name} must be ${kind === 'optional-text' ? 'a string or null' : kind === 'text' ? 'a string' : `a finite ${kind}`}`);
   }
   return problems;
 }

@@ -1,26 +1,23 @@
-import { isEngineId, type FieldError } from '@flexy/engines';
+import { GENERATION_PARAMS, hasParamType, isEngineId, type FieldError } from '@flexy/engines';
 import { resolveParams, type GenerationRequest } from '@flexy/generations';
 import { registerDecorator, type ValidationArguments, type ValidationOptions } from 'class-validator';
 
-/** What each parameter must be before the engine's limits can speak about it. */
-const PARAM_TYPES: Record<string, (v: unknown) => boolean> = {
-  negative_prompt: (v) => typeof v === 'string',
-  seed: (v) => typeof v === 'number',
-  steps: (v) => typeof v === 'number',
-  guidance: (v) => typeof v === 'number',
-  width: (v) => typeof v === 'number',
-  height: (v) => typeof v === 'number',
-  num_images: (v) => typeof v === 'number',
-};
+/** One body's problems, computed once however many of its fields ask (each decorated field does). */
+const problemsByBody = new WeakMap<object, FieldError[]>();
 
 /**
  * The problems the engine named in the same request finds with it, defaults applied as the core
  * applies them. A field of the wrong type is left out here: its own type check reports it.
  */
-function problemsOf(o: Record<string, unknown>) {
+function problemsOf(o: Record<string, unknown>): FieldError[] {
+  const known = problemsByBody.get(o);
+  if (known) return known;
   const references = Array.isArray(o.references) ? o.references.length : 0;
-  const typed = Object.fromEntries(Object.entries(o).filter(([name, v]) => v == null || !PARAM_TYPES[name] || PARAM_TYPES[name](v)));
-  return resolveParams(typed as unknown as GenerationRequest, references).problems;
+  const kinds = GENERATION_PARAMS as Record<string, { kind: Parameters<typeof hasParamType>[0] } | undefined>;
+  const typed = Object.fromEntries(Object.entries(o).filter(([name, v]) => v == null || !kinds[name] || hasParamType(kinds[name]!.kind, v)));
+  const problems = resolveParams(typed as unknown as GenerationRequest, references).problems;
+  problemsByBody.set(o, problems);
+  return problems;
 }
 
 /**
