@@ -19,6 +19,16 @@
  *                SD3 and RealVisXL served in a mix by swapping from pinned host memory, no disk reload.
  *   kill-9       kill -9 of the worker mid-job: the job still succeeds, on the restarted worker.
  *
+ * On two GPUs or more, then (or alone: `npm run test:gpu -- --only pool,cp`; in a reduced run CPU
+ * workers stand in for the GPUs: cpu,cpu for the pool, cpu+cpu for the group):
+ *   pool         one worker per GPU: a mixed stream over the four engines, one request at a time, routed
+ *                engine-affinely (cross_gpu_reloads: an engine loaded from disk on one GPU while resident
+ *                on the other, idle one); a sandbox run on both GPUs; kill -9 of one worker mid-job (the
+ *                other keeps serving, the job is retried); images per hour on all GPUs beside one GPU's.
+ *   cp           FLUX.2 at 1024x1024, 28 steps, fast path, on a device group of the first two GPUs
+ *                (WORKER_DEVICES=0+1, context parallel) beside one GPU, same run; PSNR between the two
+ *                images. Its row goes to bench/results/gpu.jsonl (reduced: test-artifacts/gpu-reduced.jsonl).
+ *
  * Each scenario appends one row to bench/results/gpu-e2e.jsonl (reduced runs: to
  * test-artifacts/gpu-e2e-reduced.jsonl), and to $OUT/ when OUT is set. Exits 1 if a check failed.
  */
@@ -509,6 +519,330 @@ async function scenarioKill(run: Run, stack: Stack, mode: Mode, key: string, sup
   );
 }
 
+// ---- two GPUs or more: the pool, and one image across a device group ------------------------------
+
+/**
+ * WORKER_DEVICES of the multi-GPU scenarios: every GPU a worker of its own, one GPU alone, the first
+ * two GPUs as one device group. A reduced run stands the CPU forms in for them (cpu,cpu / cpu / cpu+cpu).
+ */
+interface PoolDevices {
+  all: string;
+  one: string;
+  group: string;
+  count: number;
+}
+
+function poolDevices(found: Gpu[], gpuMode: boolean): PoolDevices {
+  if (!gpuMode) return { all: 'cpu,cpu', one: 'cpu', group: 'cpu+cpu', count: 2 };
+  return { all: found.map((g) => g.index).join(','), one: found[0].index, group: found.slice(0, 2).map((g) => g.index).join('+'), count: found.length };
+}
+
+/** Engines in a mixed order, each coming back after others ran: the routing stream. */
+const ROUTING_STREAM: EngineId[] = [
+  'flux1_dev', 'sd3_medium', 'flux1_dev', 'realvis_xl', 'sd3_medium', 'flux2_dev_4bit',
+  'flux1_dev', 'flux2_dev_4bit', 'realvis_xl', 'sd3_medium', 'flux2_dev_4bit', 'realvis_xl',
+];
+
+interface JobDetailView {
+  id: string;
+  status: string;
+  workerId: string | null;
+  attempts: number;
+  error: { code: string; message: string | null } | null;
+}
+
+async function jobDetail(stack: Stack, key: string, id: string): Promise<JobDetailView> {
+  const r = await api<JobDetailView>(stack, 'GET', `/admin/api/jobs/${id}`, undefined, { authorization: `Bearer ${key}` });
+  if (r.status !== 200) throw new Error(`/admin/api/jobs/${id} answered ${r.status}: ${r.text.slice(0, 200)}`);
+  return r.json;
+}
+
+async function createJob(stack: Stack, engine: EngineId, size: number, steps: number, seed: number, prompt = PROMPT): Promise<string> {
+  const body = { prompt, engine, seed, steps, guidance: ENGINE_CATALOG[engine].defaults.guidance, width: size, height: size };
+  const r = await api(stack, 'POST', '/v1/generations', body);
+  if (r.status !== 202) throw new Error(`POST /v1/generations answered ${r.status}: ${r.text.slice(0, 300)}`);
+  return r.json.id;
+}
+
+async function finalOf(stack: Stack, id: string, timeoutMs = 900_000): Promise<Record<string, any>> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await api(stack, 'GET', `/v1/generations/${id}`);
+    if (r.status === 200 && !['queued', 'running'].includes(r.json.status)) return r.json;
+    if (Date.now() > deadline) throw new Error(`generation ${id} not finished within ${timeoutMs} ms`);
+    await sleep(250);
+  }
+}
+
+/** Disk loads per worker ("loaded <engine> (<kind> weights" in rank 0's log; a group's other ranks are not counted). */
+function diskLoadsByWorker(sup: ManagedProcess): Record<string, Record<string, number>> {
+  const counts: Record<string, Record<string, number>> = {};
+  for (const line of sup.output) {
+    const m = /\[worker ([^\]]+)\].*\bloaded (\w+) \(\w+ weights/.exec(line);
+    if (!m || /\brank \d+\]/.test(line)) continue;
+    (counts[m[1]] ??= {})[m[2]] = (counts[m[1]][m[2]] ?? 0) + 1;
+  }
+  return counts;
+}
+
+/** Starts a supervisor for a phase and waits for its workers (fresh processes, not the last phase's). */
+async function startPhase(stack: Stack, key: string, count: number, env: NodeJS.ProcessEnv): Promise<ManagedProcess> {
+  const before = await workers(stack, key).catch(() => []);
+  const sup = await stack.startSupervisor({ FLEXY_FAST_PATH: '', WORKER_VRAM_BUDGET_GB: '', WORKER_DEVICE_MEMORY_GB: '', ...env });
+  await waitForWorkers(stack, key, count, 900_000, (ws) => ws.every((w) => !before.some((b) => b.pid === w.pid)));
+  return sup;
+}
+
+/** Every engine `perEngine` times, all submitted at once; images per hour from the first submit to the last finish. */
+async function throughput(stack: Stack, mode: Mode, perEngine: number): Promise<{ jobs: number; succeeded: number; wall_s: number; images_per_hour: number }> {
+  const started = performance.now();
+  const ids: string[] = [];
+  for (let i = 0; i < perEngine; i++) for (const engine of ENGINE_IDS) ids.push(await createJob(stack, engine, mode.size, mode.cappedSteps, 100 + i));
+  const finals = await Promise.all(ids.map((id) => finalOf(stack, id)));
+  const wallS = (performance.now() - started) / 1000;
+  const succeeded = finals.filter((f) => f.status === 'succeeded').length;
+  return { jobs: ids.length, succeeded, wall_s: round(wallS, 2), images_per_hour: round((succeeded * 3600) / wallS, 1) };
+}
+
+/**
+ * The worker pool (one worker per GPU): a mixed stream over the four engines is routed engine-affinely
+ * (no engine is loaded from disk on one GPU while it is resident on the other, idle one); a sandbox
+ * run uses both GPUs; a kill -9 of one worker mid-job leaves the other serving and the killed job is
+ * retried and succeeds; images per hour on all GPUs beside one GPU's, in the same run.
+ */
+async function scenarioPool(run: Run, stack: Stack, mode: Mode, key: string, devices: PoolDevices, sampler: MemorySampler): Promise<void> {
+  sampler.start();
+  // 1. Routing: fresh workers, nothing preloaded, one request at a time (so the other GPU is always free).
+  const supRouting = await startPhase(stack, key, devices.count, { WORKER_DEVICES: devices.all, WORKER_PRELOAD: '' });
+  let crossGpuReloads = 0;
+  const routed: Array<Record<string, unknown>> = [];
+  for (const [i, engine] of ROUTING_STREAM.entries()) {
+    // What each worker holds: what it loaded in this phase (every engine fits on one card here, so
+    // nothing loaded is dropped; the published residency lags by up to a heartbeat).
+    const loadsBefore = diskLoadsByWorker(supRouting);
+    const id = await createJob(stack, engine, mode.size, mode.cappedSteps, 300 + i);
+    const final = await finalOf(stack, id);
+    const ranOn = (await jobDetail(stack, key, id)).workerId;
+    const loadsAfter = diskLoadsByWorker(supRouting);
+    const loadedHere = ranOn !== null && (loadsAfter[ranOn]?.[engine] ?? 0) > (loadsBefore[ranOn]?.[engine] ?? 0);
+    const residentElsewhere = Object.entries(loadsBefore).filter(([w, held]) => w !== ranOn && (held[engine] ?? 0) > 0).map(([w]) => w);
+    if (loadedHere && residentElsewhere.length) crossGpuReloads += 1;
+    routed.push({ engine, status: final.status, worker: ranOn, loaded_from_disk: loadedHere, resident_elsewhere: residentElsewhere });
+  }
+  const routingLoads = diskLoadsByWorker(supRouting);
+  await stopProcess(supRouting);
+
+  // 2. All GPUs, every engine preloaded on every worker: throughput, a sandbox run, kill -9 of one worker.
+  const supPool = await startPhase(stack, key, devices.count, { WORKER_DEVICES: devices.all, WORKER_PRELOAD: ENGINE_IDS.join(',') });
+  const poolRate = await throughput(stack, mode, mode.gpu ? 4 : 2);
+  const sandbox = await api(stack, 'POST', '/v1/sandbox-runs', { prompt: PROMPT, seed: 11, steps: mode.cappedSteps, width: mode.size, height: mode.size });
+  let sandboxRun: Record<string, any> = sandbox.json ?? {};
+  const sandboxDeadline = Date.now() + 900_000;
+  while (sandbox.status === 202 && sandboxRun.status !== 'completed' && Date.now() < sandboxDeadline) {
+    await sleep(500);
+    sandboxRun = (await api(stack, 'GET', `/v1/sandbox-runs/${sandbox.json.id}`)).json;
+  }
+  const sandboxResults: Array<Record<string, any>> = sandboxRun.results ?? [];
+  const sandboxWorkers = [...new Set(await Promise.all(sandboxResults.filter((r) => r.generation_id).map(async (r) => (await jobDetail(stack, key, r.generation_id)).workerId)))];
+
+  const kill = await killOneOfThePool(stack, mode, key);
+  await stopProcess(supPool);
+
+  // 3. One GPU, the same engines preloaded, the same stream.
+  const supOne = await startPhase(stack, key, 1, { WORKER_DEVICES: devices.one, WORKER_PRELOAD: ENGINE_IDS.join(',') });
+  const oneRate = await throughput(stack, mode, mode.gpu ? 4 : 2);
+  await stopProcess(supOne);
+
+  const routingLost = routed.filter((r) => r.status !== 'succeeded').length;
+  const jobsLost = routingLost + (poolRate.jobs - poolRate.succeeded) + (oneRate.jobs - oneRate.succeeded) + kill.lost;
+  const checks: Record<string, boolean> = {
+    routing_engine_affine: run.check('pool', `${ROUTING_STREAM.length} mixed jobs, one at a time: no engine loaded on a worker while resident on the other, idle one`, crossGpuReloads === 0, routed),
+    routing_succeeded: run.check('pool', 'every routed job succeeded', routingLost === 0),
+    sandbox_uses_every_gpu: run.check('pool', `a sandbox run of ${ENGINE_IDS.length} engines ran on ${devices.count} workers`, sandboxRun.status === 'completed' && sandboxWorkers.length === Math.min(devices.count, ENGINE_IDS.length), { status: sandboxRun.status, sandboxWorkers }),
+    kill_other_kept_serving: run.check('pool', 'after kill -9 of one worker, a job submitted then ran on the other while it restarted', kill.otherServed, kill),
+    kill_job_retried: run.check('pool', 'the killed job was retried and succeeded', kill.killedJobSucceeded, kill),
+    throughput_all_succeeded: run.check('pool', 'every throughput job succeeded, on all GPUs and on one', poolRate.succeeded === poolRate.jobs && oneRate.succeeded === oneRate.jobs, { poolRate, oneRate }),
+  };
+  run.record(
+    'pool',
+    {
+      gpus: devices.count,
+      worker_devices: devices.all,
+      jobs: ROUTING_STREAM.length + poolRate.jobs + oneRate.jobs + sandboxResults.length + kill.jobs,
+      cross_gpu_reloads: crossGpuReloads,
+      jobs_lost: jobsLost,
+      images_per_hour: poolRate.images_per_hour,
+      images_per_hour_one_gpu: oneRate.images_per_hour,
+      speedup: oneRate.images_per_hour ? round(poolRate.images_per_hour / oneRate.images_per_hour, 3) : null,
+      throughput: { all_gpus: poolRate, one_gpu: oneRate, per_engine_jobs: mode.gpu ? 4 : 2, steps: mode.cappedSteps, width: mode.size, height: mode.size, preload: ENGINE_IDS },
+      routing: { jobs: routed, disk_loads_by_worker: routingLoads },
+      sandbox: { status: sandboxRun.status ?? null, workers: sandboxWorkers, results: sandboxResults.map((r) => ({ engine: r.engine, status: r.status })) },
+      kill_9: kill,
+      peak_gb: sampler.stop(),
+    },
+    checks,
+  );
+}
+
+/** Two long jobs, one per worker; kill -9 the worker of the first mid-job; a third job submitted right after must run on the other worker. */
+async function killOneOfThePool(stack: Stack, mode: Mode, key: string): Promise<{ jobs: number; lost: number; killedWorker: string | null; killedAtStep: number | null; otherServed: boolean; killedJobSucceeded: boolean; attempts: number | null; thirdRanOn: string | null }> {
+  const engine: EngineId = 'flux1_dev';
+  const first = await createJob(stack, engine, mode.killSize, mode.killSteps, 21, `${PROMPT} (pool kill -9)`);
+  const second = await createJob(stack, engine, mode.killSize, mode.killSteps, 22, `${PROMPT} (pool, the other worker)`);
+  let victim: WorkerView | undefined;
+  const deadline = Date.now() + 600_000;
+  while (!victim && Date.now() < deadline) {
+    victim = (await workers(stack, key)).find((w) => w.currentJob?.id === first && w.currentJob.step >= 2);
+    if (!victim) await sleep(200);
+  }
+  if (!victim?.pid) throw new Error(`the first pool job ${first} never showed two steps on a worker`);
+  process.kill(victim.pid, 'SIGKILL');
+  console.log(`[gpu-tier] pool: kill -9 ${victim.pid} (${victim.id}) at step ${victim.currentJob?.step}`);
+  const third = await createJob(stack, 'sd3_medium', mode.size, 2, 23, `${PROMPT} (pool, while one worker restarts)`);
+  const thirdFinal = await finalOf(stack, third);
+  const thirdRanOn = (await jobDetail(stack, key, third)).workerId;
+  const restartedAlready = (await workers(stack, key)).find((w) => w.id === victim!.id && w.pid !== victim!.pid && (w.state === 'ready' || w.state === 'busy'));
+  const [firstFinal, secondFinal] = await Promise.all([finalOf(stack, first), finalOf(stack, second)]);
+  const attempts = (await jobDetail(stack, key, first)).attempts;
+  const finals = [firstFinal, secondFinal, thirdFinal];
+  return {
+    jobs: 3,
+    lost: finals.filter((f) => f.status !== 'succeeded').length,
+    killedWorker: victim.id,
+    killedAtStep: victim.currentJob?.step ?? null,
+    // Served by the survivor: it ran elsewhere than the killed worker (which may have been back by then).
+    otherServed: thirdFinal.status === 'succeeded' && thirdRanOn !== null && thirdRanOn !== victim.id,
+    killedJobSucceeded: firstFinal.status === 'succeeded' && attempts >= 2,
+    attempts,
+    thirdRanOn: thirdRanOn ?? (restartedAlready ? 'restarted' : null),
+  };
+}
+
+/** Raw RGB of a base64 PNG, for comparing two images. */
+async function rgb(base64: string): Promise<Buffer> {
+  return sharp(Buffer.from(base64, 'base64')).removeAlpha().raw().toBuffer();
+}
+
+function psnr(a: Buffer, b: Buffer): number | null {
+  if (a.length !== b.length || a.length === 0) return null;
+  let sum = 0;
+  for (let i = 0; i < a.length; i++) sum += (a[i] - b[i]) ** 2;
+  const mse = sum / a.length;
+  return mse === 0 ? Infinity : round(10 * Math.log10((255 * 255) / mse), 2);
+}
+
+function pythonVersions(): Record<string, string | null> {
+  const python = process.env.WORKER_PYTHON || join(ROOT, 'worker-python/.venv/bin/python');
+  const r = spawnSync(python, ['-c', 'import json, torch, diffusers; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "diffusers": diffusers.__version__}))'], { encoding: 'utf8' });
+  try {
+    return JSON.parse(r.stdout.trim().split('\n').pop()!);
+  } catch {
+    return { torch: null, cuda: null, diffusers: null };
+  }
+}
+
+function driver(): string | null {
+  try {
+    return execFileSync('nvidia-smi', ['--query-gpu=driver_version', '--format=csv,noheader'], { encoding: 'utf8', timeout: 20_000 }).trim().split('\n')[0] || null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * One FLUX.2 image across a device group (WORKER_DEVICES=0+1: diffusers' context parallelism, Ulysses
+ * over the two ranks) beside the same worker on one GPU, in the same run: 1024x1024, 28 steps, the fast
+ * path on both, over HTTP. One row in bench/results/gpu.jsonl (the bench's row shape), PSNR against the
+ * one-GPU image.
+ */
+async function scenarioContextParallel(run: Run, stack: Stack, mode: Mode, key: string, devices: PoolDevices, sampler: MemorySampler, cpResults: string, common: Row): Promise<void> {
+  const engine: EngineId = 'flux2_dev_4bit';
+  const size = mode.gpu ? 1024 : 64;
+  const steps = mode.gpu ? 28 : 2;
+  const reps = mode.gpu ? 3 : 2;
+  const fastPath = mode.gpu ? `${engine}:fast` : '';
+  const measured: Record<string, { httpS: number[]; pipelineS: number[]; denoiseS: number[]; image: string | null; peakGb: number | null; error?: string }> = {};
+  for (const [label, worker] of [['group', devices.group], ['one', devices.one]] as const) {
+    sampler.start();
+    const sup = await startPhase(stack, key, 1, { WORKER_DEVICES: worker, WORKER_PRELOAD: engine, FLEXY_FAST_PATH: fastPath });
+    const m: (typeof measured)[string] = { httpS: [], pipelineS: [], denoiseS: [], image: null, peakGb: null };
+    // The first job is not timed: what a fast path leaves to the first job at this size is paid there.
+    for (let i = 0; i <= reps; i++) {
+      const body = { prompt: PROMPT, engine, seed: 42, steps, guidance: 4, width: size, height: size };
+      const started = performance.now();
+      const r = await api(stack, 'POST', '/generate', body);
+      const httpS = (performance.now() - started) / 1000;
+      if (r.status !== 200 || r.json?.status !== 'succeeded') {
+        m.error = `${r.status}: ${r.text.slice(0, 300)}`;
+        break;
+      }
+      if (i === 0) continue;
+      m.httpS.push(httpS);
+      m.pipelineS.push(pipelineSeconds(r.json.timings)!);
+      m.denoiseS.push(r.json.timings.denoise_ms / 1000);
+      m.image = r.json.image;
+    }
+    m.peakGb = sampler.stop();
+    measured[label] = m;
+    await stopProcess(sup);
+  }
+  const median = (xs: number[]) => (xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
+  const group = measured.group;
+  const one = measured.one;
+  const quality = group.image && one.image ? psnr(await rgb(group.image), await rgb(one.image)) : null;
+  const groupS = median(group.pipelineS);
+  const oneS = median(one.pipelineS);
+  const ranks = devices.group.split('+').length;
+  const identity = commit();
+  const versions = pythonVersions();
+  const row = {
+    date: new Date().toISOString(),
+    card: common.card,
+    driver: mode.gpu ? driver() : null,
+    ...versions,
+    commit: identity.replace(/-dirty$/, ''),
+    commit_state: existsSync(join(ROOT, '.gpu-tier-commit')) ? 'archive' : identity.endsWith('-dirty') ? 'dirty' : identity === 'unknown' ? 'unknown (no git)' : 'clean',
+    command: common.command,
+    weights: common.weights,
+    engine,
+    mode: `worker over HTTP, device group of ${ranks} (WORKER_DEVICES=${devices.group}): context parallel, Ulysses${mode.gpu ? '-anything' : ''}; fast path ${fastPath || 'off'}`,
+    gpus: mode.gpu ? ranks : 0,
+    ranks,
+    width: size,
+    height: size,
+    steps,
+    reps,
+    s_per_image: groupS === null ? null : round(groupS, 3),
+    s_per_step: median(group.denoiseS) === null ? null : round(median(group.denoiseS)! / steps, 4),
+    s_per_image_http: median(group.httpS) === null ? null : round(median(group.httpS)!, 3),
+    peak_gb: group.peakGb,
+    one_gpu: {
+      worker_devices: devices.one,
+      s_per_image: oneS === null ? null : round(oneS, 3),
+      s_per_step: median(one.denoiseS) === null ? null : round(median(one.denoiseS)! / steps, 4),
+      s_per_image_http: median(one.httpS) === null ? null : round(median(one.httpS)!, 3),
+      peak_gb: one.peakGb,
+      fast_path: fastPath || 'off',
+      ...(one.error ? { error: one.error } : {}),
+    },
+    speedup_vs_one_gpu: groupS && oneS ? round(oneS / groupS, 3) : null,
+    psnr_db_vs_one_gpu: quality === Infinity ? 'identical' : quality,
+    s_per_image_is: "the worker's text_encode + denoise + decode (median of the timed jobs; the first job untimed)",
+    target_s_per_image: mode.gpu ? 4.5 : null,
+    ...(group.error ? { error: group.error } : {}),
+  };
+  const line = JSON.stringify(row);
+  for (const file of [cpResults, process.env.OUT ? join(process.env.OUT, mode.gpu ? 'gpu.jsonl' : 'gpu-reduced.jsonl') : null]) {
+    if (!file) continue;
+    mkdirSync(join(file, '..'), { recursive: true });
+    appendFileSync(file, line + '\n');
+  }
+  console.log(`[gpu-tier] CP ROW ${line}`);
+  run.check('context-parallel', `FLUX.2 ${size}x${size}, ${steps} steps on the group and on one GPU succeeded`, !group.error && !one.error, { group: group.error, one: one.error });
+  run.check('context-parallel', 'the group image is the one-GPU image (PSNR >= 30 dB)', quality !== null && quality >= 30, { psnr: quality });
+  if (mode.gpu) run.check('context-parallel', 's_per_image <= 4.5 on the group', groupS !== null && groupS <= 4.5, { s_per_image: groupS, one_gpu: oneS });
+}
+
 // ---- main ----------------------------------------------------------------------------------------
 
 async function main(argv: string[]): Promise<number> {
@@ -521,6 +855,15 @@ async function main(argv: string[]): Promise<number> {
     ? { gpu: true, size: 1024, steps: (e) => ENGINE_CATALOG[e].defaults.steps, cappedSteps: 8, sandbox: NERD_SANDBOX, killSteps: 28, killSize: 1024 }
     : { gpu: false, size: 64, steps: () => 2, cappedSteps: 2, sandbox: { ...NERD_SANDBOX, steps: 2, width: 64, height: 64 }, killSteps: 100, killSize: 512 };
   const resultsFile = gpuMode ? join(ROOT, 'bench/results/gpu-e2e.jsonl') : join(ROOT, 'test-artifacts/gpu-e2e-reduced.jsonl');
+  const cpResults = gpuMode ? join(ROOT, 'bench/results/gpu.jsonl') : join(ROOT, 'test-artifacts/gpu-reduced.jsonl');
+  // Phases: base (one worker per GPU: coresident, promptpics, capped-32gb, kill-9), then on two GPUs or
+  // more pool and cp; `--only pool,cp` picks (a reduced run stands CPU workers in for two GPUs).
+  const onlyAt = argv.findIndex((a) => a === '--only' || a.startsWith('--only='));
+  const only = onlyAt < 0 ? null : (argv[onlyAt].includes('=') ? argv[onlyAt].split('=')[1] : argv[onlyAt + 1] ?? '').split(',').filter(Boolean);
+  const phases = new Set(only ?? ['base', ...(gpuMode && found.length >= 2 ? ['pool', 'cp'] : [])]);
+  const unknown = [...phases].filter((p) => !['base', 'pool', 'cp'].includes(p));
+  if (unknown.length) throw new Error(`--only takes base, pool and cp, not ${unknown.join(', ')}`);
+  if (gpuMode && found.length < 2 && (phases.has('pool') || phases.has('cp'))) throw new Error(`pool and cp need two GPUs; ${found.length} visible`);
   const command = process.env.GPU_TIER_COMMAND || `npm run test:gpu${argv.length ? ' -- ' + argv.join(' ') : ''}`;
   ensureSnapshots(modelsDir, !gpuMode);
   const flux2Marker = marker(modelsDir, 'flux2_dev_4bit');
@@ -549,6 +892,7 @@ async function main(argv: string[]): Promise<number> {
     sampler.start();
     const started = performance.now();
     stack = await startStack({
+      supervisors: phases.has('base') ? 1 : 0,
       env: {
         MODELS_DIR: modelsDir,
         WORKER_DEVICES: 'auto',
@@ -565,27 +909,36 @@ async function main(argv: string[]): Promise<number> {
       readyTimeoutMs: 900_000,
     });
     const key = adminKey(stack);
-    const supA = stack.supervisors[0];
-    await waitForWorkers(stack, key, gpuCount, 900_000);
-    const readyS = (performance.now() - started) / 1000;
-    await scenarioCoresident(run, stack, key, gpuCount, readyS, sampler, supA);
-    await scenarioPromptPics(run, stack, mode, supA, sampler, flux2Snapshot, standIn.calls);
+    if (phases.has('base')) {
+      const supA = stack.supervisors[0];
+      await waitForWorkers(stack, key, gpuCount, 900_000);
+      const readyS = (performance.now() - started) / 1000;
+      await scenarioCoresident(run, stack, key, gpuCount, readyS, sampler, supA);
+      await scenarioPromptPics(run, stack, mode, supA, sampler, flux2Snapshot, standIn.calls);
 
-    // Phase B: the same card capped to 32 GiB (reduced: a budget of about one engine), then kill -9.
-    await stopProcess(supA);
-    const capGb = gpuMode ? 32 : null;
-    const engineGb = CAPPED.map((e) => (marker(modelsDir, e)?.bytes ?? 0) / 1024 ** 3);
-    const budgetGb = gpuMode ? 26 : round(Math.max(...engineGb) * 1.3, 4);
-    const before = await workers(stack, key).catch(() => []);
-    const supB = await stack.startSupervisor({
-      WORKER_DEVICE_MEMORY_GB: capGb ? String(capGb) : '',
-      WORKER_VRAM_BUDGET_GB: String(budgetGb),
-      WORKER_PRELOAD: 'flux2_dev_4bit,sd3_medium',
-      FLEXY_FAST_PATH: '',
-    });
-    await waitForWorkers(stack, key, gpuCount, 900_000, (ws) => ws.every((w) => !before.some((b) => b.pid === w.pid)));
-    await scenarioCapped(run, stack, mode, key, supB, sampler, capGb, budgetGb);
-    await scenarioKill(run, stack, mode, key, supB, sampler);
+      // Phase B: the same card capped to 32 GiB (reduced: a budget of about one engine), then kill -9.
+      await stopProcess(supA);
+      const capGb = gpuMode ? 32 : null;
+      const engineGb = CAPPED.map((e) => (marker(modelsDir, e)?.bytes ?? 0) / 1024 ** 3);
+      const budgetGb = gpuMode ? 26 : round(Math.max(...engineGb) * 1.3, 4);
+      const before = await workers(stack, key).catch(() => []);
+      const supB = await stack.startSupervisor({
+        WORKER_DEVICE_MEMORY_GB: capGb ? String(capGb) : '',
+        WORKER_VRAM_BUDGET_GB: String(budgetGb),
+        WORKER_PRELOAD: 'flux2_dev_4bit,sd3_medium',
+        FLEXY_FAST_PATH: '',
+      });
+      await waitForWorkers(stack, key, gpuCount, 900_000, (ws) => ws.every((w) => !before.some((b) => b.pid === w.pid)));
+      await scenarioCapped(run, stack, mode, key, supB, sampler, capGb, budgetGb);
+      await scenarioKill(run, stack, mode, key, supB, sampler);
+      await stopProcess(supB);
+    } else {
+      sampler.stop();
+    }
+    // Phases C and D: two GPUs (or CPU workers standing in for them in a reduced run).
+    const devices = poolDevices(found, gpuMode);
+    if (phases.has('pool')) await scenarioPool(run, stack, mode, key, devices, sampler);
+    if (phases.has('cp')) await scenarioContextParallel(run, stack, mode, key, devices, sampler, cpResults, common);
   } catch (error) {
     run.failures.push(`aborted: ${(error as Error).message}`);
     console.error(`[gpu-tier] aborted: ${(error as Error).stack}`);

@@ -90,6 +90,7 @@ describe('configuration schema', () => {
     [{ DATABASE_URL: 'mysql://db/flexy' }, 'DATABASE_URL must be a URL starting with file: or postgres:// or postgresql://, got "mysql://db/flexy"'],
     [{ WORKER_DEVICES: 'gpu' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "gpu"'],
     [{ WORKER_DEVICES: '0+' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "0+"'],
+    [{ WORKER_DEVICES: 'cpu,0' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "cpu,0"'],
     [{ WORKER_DEVICES: 'cpu+0' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "cpu+0"'],
     [{ WORKER_DEVICES: '0,0+1' }, 'WORKER_DEVICES must be a list in which each GPU appears once (a GPU belongs to one worker), got "0,0+1"'],
     [{ WORKER_PRELOAD: 'flux1_dev,flux3' }, 'WORKER_PRELOAD must be a comma-separated list of engine ids (flux2_dev_4bit, flux1_dev, sd3_medium, realvis_xl), got "flux1_dev,flux3"'],

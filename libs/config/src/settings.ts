@@ -110,14 +110,16 @@ const secretText = () => z.string();
 const matching = (pattern: RegExp, rule: string) => z.string().trim().regex(pattern, { error: rule });
 
 /**
- * WORKER_DEVICES: `auto`, `cpu` (or `cpu+cpu…`, a device group of CPU processes), or a comma-separated
- * list of workers, each a GPU (index or UUID) or a group of GPUs joined by `+`. A GPU belongs to one
- * worker at most: two workers on one card would fight over its memory.
+ * WORKER_DEVICES: `auto`, `cpu` (or `cpu+cpu…`, a device group of CPU processes; `cpu,cpu`, two CPU
+ * workers: the CPU forms stand in for GPUs in tests), or a comma-separated list of workers, each a GPU
+ * (index or UUID) or a group of GPUs joined by `+`. A GPU belongs to one worker at most: two workers
+ * on one card would fight over its memory.
  */
 function workerDevices() {
   const gpu = String.raw`(\d+|(GPU|MIG)-[0-9A-Za-z-]+)`;
   const worker = String.raw`${gpu}(\s*\+\s*${gpu})*`;
-  const shape = new RegExp(String.raw`^(auto|cpu(\s*\+\s*cpu)*|${worker}(\s*,\s*${worker})*)$`);
+  const cpu = String.raw`cpu(\s*\+\s*cpu)*`;
+  const shape = new RegExp(String.raw`^(auto|${cpu}(\s*,\s*${cpu})*|${worker}(\s*,\s*${worker})*)$`);
   const rule = 'auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3)';
   return matching(shape, rule).refine(
     (spec) => {
@@ -269,7 +271,7 @@ const settingsShape = z.object({
   WORKER_DEVICES: setting(workerDevices(), {
     default: 'auto',
     description:
-      '`auto` (one worker per GPU, else CPU), `cpu`, or a GPU list such as `0,1`; `+` joins GPUs into one worker that runs each image across them (`0+1`, `0+1,2+3`, `0,1+2`; `cpu+cpu`: a two-process group on the CPU, for tests)',
+      '`auto` (one worker per GPU, else CPU), `cpu`, or a GPU list such as `0,1`; `+` joins GPUs into one worker that runs each image across them (`0+1`, `0+1,2+3`, `0,1+2`); for tests, `cpu+cpu` is a two-process group on the CPU and `cpu,cpu` two CPU workers',
     readers: ['supervisor'],
   }),
   CUDA_VISIBLE_DEVICES: setting(text(), {

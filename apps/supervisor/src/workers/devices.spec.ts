@@ -10,6 +10,8 @@ describe('WORKER_DEVICES: workers and device groups', () => {
     ['0, 1 + 2', [{ id: 'gpu0', cudaVisibleDevices: '0' }, { id: 'gpu1+2', cudaVisibleDevices: '1,2', ranks: 2 }]],
     ['cpu', [{ id: 'cpu' }]],
     ['cpu+cpu', [{ id: 'cpu+cpu', ranks: 2 }]],
+    ['cpu,cpu', [{ id: 'cpu0' }, { id: 'cpu1' }]],
+    ['cpu,cpu+cpu', [{ id: 'cpu0' }, { id: 'cpu1x2', ranks: 2 }]],
   ])('%s is one worker per comma, a group per +', async (spec, devices) => {
     const config = loadConfig({ WORKER_DEVICES: spec }); // the schema takes it
     expect(await resolveDevices(config.workerDevices)).toEqual(devices);

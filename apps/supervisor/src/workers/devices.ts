@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 export interface WorkerDevice {
-  /** Stable worker id within this host: gpu0, gpu1, gpu0+1 (a group), cpu or cpu+cpu. */
+  /** Stable worker id within this host: gpu0, gpu1, gpu0+1 (a group), cpu, cpu+cpu, or cpu0, cpu1… */
   id: string;
   /** CUDA_VISIBLE_DEVICES for the process ('1', or '0,1' for a group); undefined on the CPU. */
   cudaVisibleDevices?: string;
@@ -16,12 +16,17 @@ export interface WorkerDevice {
 /**
  * 'auto' → one worker per visible GPU (nvidia-smi, or the list `cudaVisible` when the supervisor was
  * started with CUDA_VISIBLE_DEVICES), else one CPU worker; 'cpu'; 'cpu+cpu' (a group of two CPU
- * processes); or a list such as '0,1', '0+1,2+3' or '0,1+2' (the configuration checked its shape).
+ * processes); 'cpu,cpu' (two CPU workers); or a list such as '0,1', '0+1,2+3' or '0,1+2' (the
+ * configuration checked its shape).
  */
 export async function resolveDevices(spec: string, cudaVisible?: string): Promise<WorkerDevice[]> {
   if (spec.startsWith('cpu')) {
-    const ranks = spec.split('+').length;
-    return [ranks > 1 ? { id: Array(ranks).fill('cpu').join('+'), ranks } : { id: 'cpu' }];
+    // CPU forms stand in for GPUs in tests: one worker is 'cpu' or 'cpu+cpu'; several are cpu0, cpu1…
+    const workers = spec.split(',').map((worker) => worker.split('+').length);
+    return workers.map((ranks, i) => {
+      const id = workers.length === 1 ? Array(ranks).fill('cpu').join('+') : `cpu${i}${ranks > 1 ? `x${ranks}` : ''}`;
+      return ranks > 1 ? { id, ranks } : { id };
+    });
   }
   let workers: string[][];
   if (spec === 'auto') {

@@ -55,6 +55,19 @@ export interface RunOutcome {
   images: RawImage[];
 }
 
+/**
+ * The engine a job just ran on is on the device now. The worker's own report of it comes with its next
+ * pong, up to a heartbeat later, and the next job may be routed before that: without this, a job for
+ * the same engine could go to another idle worker and load it there again.
+ */
+export function withEngineOnDevice(report: ResidencyReport | null, engine: string): ResidencyReport {
+  const base = report ?? { engines: [], device_bytes_used: 0, device_budget_bytes: 0, last_load_ms: null, last_swap_ms: null };
+  const held = base.engines.find((e) => e.engine === engine);
+  if (held?.location === 'device') return base;
+  const others = base.engines.filter((e) => e.engine !== engine);
+  return { ...base, engines: [...others, { engine, location: 'device', bytes: held?.bytes ?? 0 }] };
+}
+
 /** The worker process ended (or was killed) while it held a job: the job is retryable elsewhere. */
 export class WorkerLostError extends Error {
   constructor(readonly workerId: string, readonly exit: WorkerExit) {
@@ -291,6 +304,7 @@ export class WorkerProcess extends EventEmitter {
       case 'result': {
         const run = this.pending;
         if (!run || run.jobId !== msg.job_id) return;
+        if (msg.status === 'succeeded' && this.currentJob) this.residency = withEngineOnDevice(this.residency, this.currentJob.engine);
         this.pending = null;
         this.currentJob = null;
         if (this.state === 'busy') this.state = 'ready';
