@@ -13,9 +13,10 @@
 # What pack puts in (about 45 MB, so it travels in one 64 MiB call):
 #   node.xz       this machine's own node binary, xz-compressed (glibc x86-64; runs on the device)
 #   redis.tar.xz  Debian's redis-server with liblzf.so.1 and libjemalloc.so.2 beside it
-#   site.tar.xz   Python packages the device lacks, from PyPI wheels (pip download --no-deps, CPython
-#                 3.12, manylinux x86-64): diffusers, and bitsandbytes cut to its CUDA 13.0 and CPU
-#                 libraries (the wheel carries every CUDA version: 43 MB)
+#   site.tar.xz   Python packages the device lacks, at uv.lock's versions, from PyPI wheels (pip download
+#                 --no-deps, CPython 3.12, manylinux x86-64): diffusers, pydantic-settings and its
+#                 needs, and bitsandbytes cut to its CUDA 13.0 and CPU libraries (the wheel carries
+#                 every CUDA version: 43 MB)
 #   app.tar.xz    the compiled service (dist/), the Node files it loads — traced while the GPU tier's
 #                 reduced run serves on this machine, so sharp and better-sqlite3 come as built here for
 #                 linux-x64 glibc — the engine catalog, migrations, the Python worker and the snapshot writer
@@ -24,7 +25,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 FLEXY_HOME="${FLEXY_HOME:-/var/tmp/flexy}"
-WHEELS=(diffusers==0.42.1 bitsandbytes==0.50.2)
+# What the worker needs that the device image lacks, at the versions of worker-python/uv.lock.
+WHEEL_NAMES=(diffusers bitsandbytes pydantic pydantic-core pydantic-settings python-dotenv annotated-types typing-inspection)
 PIP_PLATFORM=(--platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
               --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)
 
@@ -63,10 +65,17 @@ SH
   chmod +x "$stage/redis/bin/redis-server"
   tar -C "$stage/redis" -cJf "$out/redis.tar.xz" .
 
-  log "Python packages: ${WHEELS[*]}"
+  local wheels
+  wheels="$(python3 - "$root/worker-python/uv.lock" "${WHEEL_NAMES[@]}" <<'PY'
+import sys, tomllib
+locked = {p["name"]: p["version"] for p in tomllib.load(open(sys.argv[1], "rb"))["package"]}
+print(" ".join(f"{name}=={locked[name]}" for name in sys.argv[2:]))
+PY
+)"
+  log "Python packages: $wheels"
   mkdir -p "$stage/wheels" "$stage/site"
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-    "${PIP_PLATFORM[@]}" -d "$stage/wheels" "${WHEELS[@]}"
+    "${PIP_PLATFORM[@]}" -d "$stage/wheels" $wheels
   for wheel in "$stage"/wheels/*.whl; do
     # A wheel is a zip of what site-packages gets (no scripts in these two): unpack it, leaving out
     # bitsandbytes' libraries for other CUDA versions and ROCm/XPU.
@@ -163,7 +172,7 @@ install() {
   (
     env_for_run
     log "node $(node --version); $(redis-server --version | cut -d' ' -f1-3); app $(cat .gpu-tier-commit); MODELS_DIR $MODELS_DIR"
-    "$WORKER_PYTHON" -c "import torch, transformers, diffusers, bitsandbytes; print('[gpu-host] python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'bitsandbytes', bitsandbytes.__version__)" ||
+    "$WORKER_PYTHON" -c "import torch, transformers, diffusers, bitsandbytes, pydantic_settings; print('[gpu-host] python', __import__('sys').version.split()[0], 'torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'diffusers', diffusers.__version__, 'bitsandbytes', bitsandbytes.__version__)" ||
       log "WARNING: $WORKER_PYTHON lacks one of torch, transformers, diffusers, bitsandbytes (above)"
   )
 }
