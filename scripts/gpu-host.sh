@@ -127,6 +127,7 @@ PY
     echo bench/gpu/models.py
     find bench/gpu/configs -type f
     echo libs/engines/engine-catalog.json
+    echo libs/config/worker-settings.json
     echo package.json
     echo scripts/gpu-host.sh
   ) | sort -u >"$stage/app-files"

@@ -202,6 +202,7 @@ interface WorkerView {
   state: string;
   pid: number | null;
   restarts: number;
+  lastError: string | null;
   stale: boolean;
   currentJob: { id: string; step: number } | null;
   memory: { usedBytes: number; budgetBytes: number } | null;
@@ -222,6 +223,10 @@ async function waitForWorkers(stack: Stack, key: string, count: number, timeoutM
     last = await workers(stack, key).catch(() => []);
     const ready = last.filter((w) => w.state === 'ready' || w.state === 'busy');
     if (ready.length >= count && accept(ready)) return ready;
+    // A worker that cannot start (a missing package, a bad snapshot) restarts with backoff forever:
+    // on a lent GPU, stop after a few tries rather than wait out the deadline.
+    const failing = last.find((w) => w.state !== 'ready' && w.state !== 'busy' && w.restarts >= 3 && w.lastError);
+    if (failing) throw new Error(`worker ${failing.id} keeps failing to start (${failing.restarts} restarts): ${failing.lastError}`);
     await sleep(500);
   }
   throw new Error(`workers not ready within ${timeoutMs} ms: ${JSON.stringify(last.map((w) => ({ id: w.id, state: w.state, engines: w.engines })))}`);
