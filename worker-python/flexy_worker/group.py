@@ -105,12 +105,17 @@ class DeviceGroup:
 
     @classmethod
     def attach(cls, settings: WorkerSettings) -> DeviceGroup:
-        """A follower: die with rank 0, and wait for its ``go`` on stdin."""
+        """A follower: die with rank 0; its ``go`` comes on stdin."""
         group = cls(settings.rank, settings.world_size)
         _die_with_parent()
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is rank 0's to act on
         threading.Thread(target=group._read_parent, args=(sys.stdin.buffer,), name="parent-link", daemon=True).start()
         return group
+
+    def wait_for_go(self) -> None:
+        """A follower: wait until rank 0 is ready to touch its device (a spare rank 0 may wait long)."""
+        while not self._go.wait(1.0):
+            pass
 
     def join(self, device: str) -> None:
         """Every rank, with its device chosen (``cuda:<rank>`` or ``cpu``): form the process group."""
@@ -125,8 +130,7 @@ class DeviceGroup:
                 follower.stdin.write(f"go {store.port}\n".encode())
                 follower.stdin.flush()
         else:
-            while not self._go.wait(1.0):
-                pass
+            self.wait_for_go()
             store = dist.TCPStore("127.0.0.1", self._port, self.world_size, is_master=False, timeout=JOIN_TIMEOUT)
         backend = "cpu:gloo,cuda:nccl" if self.device.type == "cuda" else "cpu:gloo"
         dist.init_process_group(backend, store=store, rank=self.rank, world_size=self.world_size, timeout=JOIN_TIMEOUT)
@@ -246,9 +250,15 @@ def follower_main(settings: WorkerSettings) -> int:
     """``python -m flexy_worker`` with FLEXY_WORKER_RANK > 0: a follower, started by rank 0. It builds
     the engine manager rank 0 builds, from the same settings, and runs rank 0's commands until rank 0
     closes its pipe (it then exits at once) or the process fails (rank 0 then ends the group)."""
+    group = DeviceGroup.attach(settings)
+    # The slow imports now, while rank 0 does its own; the device only once rank 0 says go.
+    import diffusers  # noqa: F401
+    import torch  # noqa: F401
+
+    from .engines import parallel  # noqa: F401
     from .worker import open_engine_manager
 
-    group = DeviceGroup.attach(settings)
+    group.wait_for_go()
     manager, _device, _budget = open_engine_manager(settings, group)
     manager.follow()
     return 0
