@@ -106,27 +106,44 @@ export function linesMatching(p: ManagedProcess, pattern: RegExp): string[] {
   return p.output.filter((l) => pattern.test(l));
 }
 
-/** The pid of the supervisor's Python worker (its child running flexy_worker), or null. */
-export function workerPid(sup: ManagedProcess): number | null {
+/** Pids of the supervisor's Python worker processes (its children running flexy_worker): the worker and its spare. */
+export function workerProcesses(sup: ManagedProcess): number[] {
+  const pids: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
       if (ppid !== sup.child.pid) continue;
-      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('flexy_worker')) return Number(entry);
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes('flexy_worker') && isAlive(Number(entry))) pids.push(Number(entry));
     } catch {
       // the process ended while we looked
     }
   }
-  return null;
+  return pids;
 }
 
-/** The worker's pid if it passed its canary and still runs (not one that is starting or restarting). */
+/** The pid the supervisor last reported ready (its `ready on … (pid N…` line). */
+function lastReadyPid(sup: ManagedProcess): number | null {
+  const line = [...sup.output].reverse().find((l) => /ready on .*\(pid \d+/.test(l));
+  return line ? Number(/\(pid (\d+)/.exec(line)![1]) : null;
+}
+
+/** The supervisor's serving Python worker (not its spare), if it is alive; else null. */
+export function workerPid(sup: ManagedProcess): number | null {
+  const pid = lastReadyPid(sup);
+  return pid && workerProcesses(sup).includes(pid) ? pid : null;
+}
+
+/** The supervisor's spare worker process (imports done, waiting to replace the worker), or null. */
+export function sparePid(sup: ManagedProcess): number | null {
+  const serving = lastReadyPid(sup);
+  return workerProcesses(sup).find((pid) => pid !== serving) ?? null;
+}
+
+/** The worker's pid if it is ready and still runs (not one that is starting or restarting). */
 export function servingPid(sup: ManagedProcess): number | null {
-  const line = [...sup.output].reverse().find((l) => /ready on .*\(pid (\d+)\)/.test(l));
-  const pid = line ? Number(/\(pid (\d+)\)/.exec(line)![1]) : null;
-  return pid && pid === workerPid(sup) && isAlive(pid) ? pid : null;
+  return workerPid(sup);
 }
 
 export function isAlive(pid: number): boolean {
@@ -143,8 +160,7 @@ export function isAlive(pid: number): boolean {
 export async function waitForRestartedWorker(sup: ManagedProcess, oldPid: number, timeoutMs = 180_000): Promise<{ pid: number; at: number }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const line = [...sup.output].reverse().find((l) => /ready on .*\(pid (\d+)\)/.test(l));
-    const pid = line ? Number(/\(pid (\d+)\)/.exec(line)![1]) : null;
+    const pid = lastReadyPid(sup);
     if (pid && pid !== oldPid) return { pid, at: Date.now() };
     if (Date.now() > deadline) throw new Error(`${sup.name}: worker not ready again within ${timeoutMs} ms`);
     await sleep(50);

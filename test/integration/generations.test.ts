@@ -134,6 +134,7 @@ describe('live state', () => {
     for (const e of res.json.engines) {
       expect(e).toMatchObject({ available: true, weights: { state: 'demo', fix: null } });
       expect(e.workers).toHaveLength(1);
+      expect(e.health).toEqual({ state: 'available', available_on: e.workers, unavailable_on: [] });
       expect(e.limits.sizeMultiple).toBe(ENGINE_CATALOG[e.id as keyof typeof ENGINE_CATALOG].limits.sizeMultiple);
     }
     const flux1 = res.json.engines.find((e: { id: string }) => e.id === 'flux1_dev');
@@ -144,7 +145,11 @@ describe('live state', () => {
     const res = await api(stack, 'GET', '/health/ready');
     expect(res.status).toBe(200);
     expect(res.json.checks).toEqual({ redis: true, database: true, workers: true });
+    for (const check of ['redis', 'database', 'workers']) expect(res.json.details[check]).toEqual({ ms: expect.any(Number), error: null });
     expect(res.json.workers[0].state).toMatch(/ready|busy/);
+    // Health per engine, per worker and across them.
+    expect(res.json.workers[0].engines).toContainEqual({ engine: 'flux1_dev', state: 'available', reason: null, retry_at: null });
+    expect(res.json.engines.flux1_dev).toEqual({ state: 'available', available_on: [res.json.workers[0].id], unavailable_on: [] });
   });
 
   it('/metrics speaks the Prometheus text format with queue, worker and phase series', async () => {
@@ -155,6 +160,7 @@ describe('live state', () => {
     expect(text).toMatch(/^flexy_queue_jobs\{queue="generation",state="completed"\} \d+$/m);
     expect(text).toMatch(/^flexy_worker_up\{worker="[^"]+",state="(ready|busy)"\} 1$/m);
     expect(text).toMatch(/^flexy_worker_restarts\{worker="[^"]+"\} 0$/m);
+    expect(text).toMatch(/^flexy_engine_available\{worker="[^"]+",engine="flux1_dev"\} 1$/m);
     expect(text).toMatch(/^flexy_generation_phase_seconds_mean\{engine="flux1_dev",phase="denoise"\} [\d.e-]+$/m);
     expect(text).toMatch(/^flexy_generations\{engine="flux1_dev",status="succeeded"\} \d+$/m);
     // the process and Node metrics of the answering gateway process

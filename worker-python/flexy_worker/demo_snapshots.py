@@ -601,6 +601,17 @@ def content_hash(root: Path, exclude: tuple[str, ...] = (MARKER_FILE,)) -> str:
     return digest.hexdigest()
 
 
+def recorded_files(root: Path) -> list[dict[str, Any]]:
+    """path, size and sha256 of every file but the marker: what the worker checks a snapshot against
+    before it loads it (the same shape as the models CLI's manifest)."""
+    files = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != MARKER_FILE and not p.name.startswith(".")):
+        with open(path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        files.append({"path": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": digest})
+    return files
+
+
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
@@ -628,6 +639,7 @@ def write_snapshot(engine_id: str, snapshot: Snapshot, target: Path) -> dict[str
         "revision": f"demo-{content_hash(target)[:12]}",
         "note": DEMO_NOTE,
         **snapshot.marker_extras,
+        "files": recorded_files(target),
     }
     _write_json(target / MARKER_FILE, marker)
     return marker
@@ -642,7 +654,13 @@ def build_snapshot(engine_id: str, local_dir: str, models_dir: Path, force: bool
         if not marker_path.exists():
             raise FileExistsError(f"{target} exists and is not a demo snapshot; refusing to overwrite it")
         if not force:
-            return json.loads(marker_path.read_text(encoding="utf-8"))
+            marker = json.loads(marker_path.read_text(encoding="utf-8"))
+            if "files" not in marker:  # built before markers listed their files: record them now
+                marker["files"] = recorded_files(target)
+                staged = marker_path.with_name(f".{MARKER_FILE}.{os.getpid()}")
+                _write_json(staged, marker)
+                os.replace(staged, marker_path)
+            return marker
     models_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{local_dir}-", dir=models_dir))
     try:

@@ -53,6 +53,8 @@ ErrorCode = Literal[
     "bad_input", "oom", "cancelled", "interrupted", "engine_unavailable", "text_encoder_unavailable", "cuda_fatal",
     "internal",
 ]
+#: ``unavailable``: the engine's files or load failed; its jobs fail at once until ``retry_at`` (ms since the epoch).
+EngineState = Literal["available", "unavailable"]
 #: ``cancelled`` answers a cancel message only; a job stopped for any other reason is ``interrupted``.
 JobStatus = Literal["succeeded", "failed", "cancelled", "interrupted"]
 
@@ -385,6 +387,13 @@ class ShutdownMessage(Message):
 
 
 @dataclass(frozen=True)
+class StartMessage(Message):
+    """Ends a standby worker's wait (``--standby``): it resolves its device, loads its preload set, sends ``ready``."""
+
+    TYPE: ClassVar[str] = "start"
+
+
+@dataclass(frozen=True)
 class ResidentEngine:
     engine: str
     location: Literal["device", "host"]
@@ -413,6 +422,9 @@ class EngineInfo:
     engine: str
     weights: WeightsKind
     revision: str
+    state: EngineState = "available"
+    reason: str | None = None
+    retry_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -434,6 +446,7 @@ class PongMessage(Message):
     busy_job_id: str | None
     last_progress_at: float | None
     residency: ResidencyReport
+    engines: list[EngineInfo]
 
 
 @dataclass(frozen=True)
@@ -483,7 +496,8 @@ class ResultMessage(Message):
 
 
 SUPERVISOR_MESSAGES: dict[str, type[Message]] = {
-    cls.TYPE: cls for cls in (GenerateMessage, CancelMessage, InterruptMessage, PingMessage, UnloadMessage, ShutdownMessage)
+    cls.TYPE: cls
+    for cls in (GenerateMessage, CancelMessage, InterruptMessage, PingMessage, UnloadMessage, ShutdownMessage, StartMessage)
 }
 WORKER_MESSAGES: dict[str, type[Message]] = {
     cls.TYPE: cls for cls in (ReadyMessage, PongMessage, ProgressMessage, ImageMessage, ResultMessage)

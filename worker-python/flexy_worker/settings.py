@@ -86,6 +86,8 @@ class WorkerSettings(BaseSettings):
     fp8_attn_loader: Annotated[str | None, _one_of("FLEXY_FP8_ATTN_LOADER")] = _setting("FLEXY_FP8_ATTN_LOADER")
     log_level: Annotated[str, _one_of("FLEXY_WORKER_LOG_LEVEL")] = _setting("FLEXY_WORKER_LOG_LEVEL")
     eof_grace_s: float = _setting("FLEXY_WORKER_EOF_GRACE_S")
+    standby: bool = _setting("FLEXY_WORKER_STANDBY")
+    engine_check_s: float = _setting("FLEXY_ENGINE_CHECK_SECONDS")
     # fault injection (test hooks, see worker.py): unset in production
     fault_oom: str | None = _setting("FLEXY_FAULT_OOM_ON_JOB")
     fault_cuda_fatal: str | None = _setting("FLEXY_FAULT_CUDA_FATAL_ON_JOB")

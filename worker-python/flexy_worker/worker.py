@@ -146,6 +146,11 @@ class Unload:
     engine: str | None
 
 
+@dataclass(frozen=True)
+class CheckEngines:
+    """Due while idle: look at every snapshot's files again, retry engines whose backoff ended."""
+
+
 class _Stop(Exception):
     """Internal: the GPU loop should end with this exit code."""
 
@@ -201,6 +206,10 @@ class Worker:
         self.residency = wire.ResidencyReport.empty(budget_bytes)
         self.engine_info: dict[str, wire.EngineInfo] = {}
         self.ready_sent = False
+        self.preload: tuple[str, ...] = ()
+        self.engine_check_s = 30.0
+        self._next_check = time.monotonic()
+        self._started = threading.Event()  # a standby worker's `start`
 
     def attach(self, manager: Any, errors: Any, device: str, budget_bytes: int) -> None:
         """Hand over the engine manager once the heavy imports are done (the reader runs before)."""
@@ -294,7 +303,11 @@ class Worker:
                 busy = self._current.job_id if self._current else None
                 last = self.last_progress_at if busy else None
                 residency = self.residency
-            self.send(wire.PongMessage(ping.seq, busy, last, residency))
+                engines = list(self.engine_info.values())
+            self.send(wire.PongMessage(ping.seq, busy, last, residency, engines))
+        elif kind == "start":
+            wire.StartMessage.from_header(frame.header)
+            self._started.set()
         elif kind == "cancel":
             self._on_cancel(wire.CancelMessage.from_header(frame.header).job_id)
         elif kind == "interrupt":
@@ -374,10 +387,35 @@ class Worker:
         with self._lock:
             self.residency = report
 
-    def _take(self) -> Job | Unload | None:
+    def refresh_engines(self) -> None:
+        """Each engine's health as pongs report it (after a load, a job, a check)."""
+        try:
+            infos = {e["engine"]: wire.EngineInfo(**e) for e in self.manager.available()}
+        except Exception as exc:  # a snapshot folder changing under us must not take the worker down
+            log.warning("engine report unusable: %s", exc)
+            return
+        with self._lock:
+            self.engine_info = infos
+
+    def wait_for_start(self) -> bool:
+        """A standby worker: everything is imported; wait for `start` (True) or a stop (False)."""
+        log.info("standing by: imports done, waiting for start")
+        while not self._started.wait(_IDLE_POLL_S):
+            if self.stop_requested():
+                return False
+        log.info("started from standby")
+        return not self.stop_requested()
+
+    def _take(self) -> Job | Unload | CheckEngines | None:
         """Next work item, or None when the worker should stop (queued jobs are then answered)."""
         with self._lock:
-            while not self._queue and not self._stopping and not self._signalled:
+            while not self._stopping and not self._signalled:
+                # Between jobs too: a worker that is never idle still notices a snapshot gone bad.
+                if time.monotonic() >= self._next_check:
+                    self._next_check = time.monotonic() + self.engine_check_s
+                    return CheckEngines()
+                if self._queue:
+                    break
                 self._wake.wait(_IDLE_POLL_S)
             if self._signalled and not self._stopping:
                 self._stopping = True
@@ -405,6 +443,9 @@ class Worker:
                 if isinstance(item, Unload):
                     self._unload(item.engine)
                     continue
+                if isinstance(item, CheckEngines):
+                    self._check_engines()
+                    continue
                 try:
                     self._run_job(item)
                 except _Stop:
@@ -416,8 +457,25 @@ class Worker:
                 finally:
                     with self._lock:
                         self._current = None
+                    self.refresh_engines()
         except _Stop as stop:
             return stop.code
+
+    def _check_engines(self) -> None:
+        """Snapshots' files checked again; an engine of the preload set that is available again is loaded."""
+        try:
+            changed = self.manager.check_engines()
+        except Exception:  # a check that breaks must not take the worker down; the next one runs anyway
+            log.exception("engine check failed")
+            return
+        for engine in self.preload:
+            if self.manager.loaded(engine) is None and self.manager.health[engine].state == "available" and engine in changed:
+                code = _preload(self.manager, engine, self.errors, self.faults)
+                if code is not None:
+                    raise _Stop(code)
+        if changed:
+            self.refresh_residency()
+            self.refresh_engines()
 
     def _interrupted(self, job_id: str, engine: str) -> None:
         """A job this worker will not run because it is stopping: not a cancel, the supervisor puts it back."""
@@ -688,6 +746,7 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
     faults = Faults.from_settings(config)
     worker = Worker(None, wire.FrameWriter(proto_out), device=config.device, faults=faults, budget_bytes=0, errors=None,
                     eof_grace_s=config.eof_grace_s)
+    worker.preload, worker.engine_check_s = tuple(config.preload), config.engine_check_s
     signal.signal(signal.SIGTERM, worker.on_signal)
     signal.signal(signal.SIGINT, worker.on_signal)  # Ctrl-C in a terminal: the same orderly stop
     # The reader starts before the slow imports: pings are answered and a dead supervisor is noticed
@@ -704,6 +763,15 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
 
     from . import errors
 
+    if config.standby and group is None:
+        # A spare: pay for every import now, touch the device only once the supervisor needs it.
+        from .catalog import load_catalog
+
+        _quiet_libraries()
+        _import_pipelines(load_catalog(config.engine_catalog), config.models_dir)
+        if not worker.wait_for_start():
+            log.info("stopped in standby")
+            return ExitCode.OK
     manager, device, budget = open_engine_manager(config, group)
     worker.attach(manager, errors, device, budget)
     for engine in config.preload:
@@ -715,8 +783,7 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
     if worker.stop_requested():  # shutdown, SIGTERM during start-up: no point announcing readiness
         log.info("stopped before ready")
         return ExitCode.OK
-    available = manager.available()
-    worker.engine_info = {e["engine"]: wire.EngineInfo(e["engine"], e["weights"], e["revision"]) for e in available}
+    worker.refresh_engines()
     worker.refresh_residency()
     worker.send(wire.ReadyMessage(
         protocol=wire.PROTOCOL_VERSION,
@@ -728,7 +795,9 @@ def main(config: WorkerSettings, proto_out: Any, proto_in: Any) -> int:
         residency=worker.residency,
     ))
     worker.ready_sent = True
-    log.info("ready: engines %s", ", ".join(f"{e.engine}[{e.weights}]" for e in worker.engine_info.values()) or "none")
+    log.info("ready: engines %s", ", ".join(
+        f"{e.engine}[{e.weights}{'' if e.state == 'available' else ', unavailable: ' + (e.reason or '')}]" for e in worker.engine_info.values()
+    ) or "none")
     code = worker.serve()
     if group is not None:
         group.close()
@@ -767,6 +836,28 @@ def _quiet_libraries() -> None:
         transformers_logging.set_verbosity_error()
     except Exception:  # cosmetics only
         pass
+
+
+def _import_pipelines(catalog: Any, models_dir: Path) -> None:
+    """Imports the pipeline and component classes of every snapshot here (most of a load's first cost)."""
+    import importlib
+    import json
+
+    import diffusers
+
+    started = time.perf_counter()
+    for spec in catalog:
+        index = models_dir / spec.local_dir / "model_index.json"
+        if not index.exists():
+            continue
+        try:
+            getattr(diffusers, spec.pipeline_class)
+            for name, value in json.loads(index.read_text(encoding="utf-8")).items():
+                if not name.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0]:
+                    getattr(importlib.import_module(value[0]), value[1], None)
+        except Exception as exc:  # the real load reports it properly
+            log.debug("pre-import for %s failed: %s", spec.id, exc)
+    log.info("pipeline classes imported in %.0f ms", (time.perf_counter() - started) * 1000)
 
 
 def _preload(manager: Any, engine: str, errors: Any, faults: Faults) -> int | None:

@@ -159,6 +159,7 @@ def fleet(demo_models_dir, tmp_path_factory):
         "hang": dict(env={"FLEXY_FAULT_HANG_ON_JOB": "[hang]", "FLEXY_WORKER_EOF_GRACE_S": "2"}),
         "segv": dict(env={"FLEXY_FAULT_EXIT_ON_JOB": "[segv]:SIGSEGV"}),
         "preload_oom": dict(env={"FLEXY_FAULT_OOM_ON_PRELOAD": ENGINE, "WORKER_PRELOAD": ENGINE}),
+        "standby": dict(env={"FLEXY_WORKER_STANDBY": "1", "WORKER_PRELOAD": ENGINE}),
     }
     log_dir = tmp_path_factory.mktemp("worker-logs")
     workers = {name: WorkerProc(name, demo_models_dir, log_dir, **spec) for name, spec in specs.items()}
@@ -186,6 +187,13 @@ def test_ready_describes_the_worker(main_worker):
     engines = {e.engine: e for e in ready.engines}
     assert engines[ENGINE].weights == "demo"
     assert ENGINE in [e.engine for e in ready.residency.engines]  # preloaded before ready
+
+
+def test_pongs_report_each_engines_health(main_worker):
+    main_worker.send({"type": "ping", "seq": 11})
+    pong = wire.PongMessage.from_header(main_worker.expect("pong").header)
+    assert {e.engine for e in pong.engines} == {e.engine for e in main_worker.ready.engines}
+    assert all(e.state == "available" and e.reason is None and e.retry_at is None for e in pong.engines)
 
 
 def test_generation_streams_progress_then_images_then_result(main_worker):
@@ -361,6 +369,26 @@ def test_shutdown_finishes_the_running_job_and_interrupts_the_queued_ones(main_w
 def _pong(worker: WorkerProc) -> wire.PongMessage:
     worker.send({"type": "ping", "seq": 1})
     return wire.PongMessage.from_header(worker.expect("pong").header)
+
+
+def test_a_standby_worker_waits_for_start_then_is_ready_at_once(fleet):
+    worker = fleet["standby"]
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while "standing by" not in worker.log():  # imports done: now it only waits
+        assert time.monotonic() < deadline and worker.proc.poll() is None, worker.log()
+        time.sleep(0.2)
+    worker.send({"type": "ping", "seq": 3})
+    pong = wire.PongMessage.from_header(worker.expect("pong", timeout=10).header)
+    assert pong.seq == 3 and pong.busy_job_id is None  # alive and answering, not ready, nothing sent unasked
+    started = time.monotonic()
+    worker.send({"type": "start"})
+    ready = worker.wait_ready()
+    assert time.monotonic() - started < 30  # loading the preload set only: the imports were paid before
+    engines = {e.engine: e for e in ready.engines}
+    assert engines[ENGINE].state == "available" and engines[ENGINE].reason is None
+    assert ENGINE in [e.engine for e in ready.residency.engines]
+    _, result = worker.run_job("after-standby")
+    assert result.status == "succeeded"
 
 
 def test_offline_oom_recovery_and_fatal_cuda(fleet):

@@ -34,6 +34,8 @@ export interface AppConfig {
   workerKillGraceMs: number;
   /** A worker that served this long after its canary has its restart backoff reset. */
   workerHealthyAfterMs: number;
+  /** A spare worker process per device, imports done, to replace one that dies. */
+  workerSpare: boolean;
   /** On SIGTERM, how long the supervisor lets running jobs finish before it puts them back in the queue. */
   supervisorGraceMs: number;
   /** BullMQ job lock: a supervisor that stops renewing it (crash, freeze) loses its jobs to the others after this long. */
@@ -114,6 +116,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     workerStallTimeoutMs: s.WORKER_STALL_TIMEOUT_MS,
     workerKillGraceMs: s.WORKER_KILL_GRACE_MS,
     workerHealthyAfterMs: s.WORKER_HEALTHY_AFTER_MS,
+    workerSpare: s.WORKER_SPARE,
     supervisorGraceMs: s.SUPERVISOR_GRACE_MS,
     queueLockDurationMs: s.QUEUE_LOCK_DURATION_MS,
     queueStalledIntervalMs: s.QUEUE_STALLED_INTERVAL_MS,

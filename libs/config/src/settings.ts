@@ -296,6 +296,12 @@ const settingsShape = z.object({
     readers: ['supervisor'],
   }),
   WORKER_KILL_GRACE_MS: setting(millis(100, 600_000), { default: 3000, description: 'SIGTERM → SIGKILL when a worker is stopped', readers: ['supervisor'] }),
+  WORKER_SPARE: setting(flag(), {
+    default: true,
+    shownDefault: 'on',
+    description: "keeps one spare worker process per device with its imports done (no device memory): a worker that dies is replaced in a second or two instead of a full start",
+    readers: ['supervisor'],
+  }),
   WORKER_HEALTHY_AFTER_MS: setting(millis(1000, DAY_MS), { default: 60_000, description: "serving this long resets a worker's restart backoff", readers: ['supervisor'] }),
   SUPERVISOR_GRACE_MS: setting(millis(0, HOUR_MS), {
     default: 20_000,
@@ -310,6 +316,17 @@ const settingsShape = z.object({
   QUEUE_STALLED_INTERVAL_MS: setting(millis(500, HOUR_MS), { default: 15_000, description: 'how often each supervisor looks for jobs whose lock expired', readers: ['supervisor'] }),
 
   // ---- the Python worker: validated here, handed to each worker in its environment by the supervisor ----
+  FLEXY_WORKER_STANDBY: setting(flag(), {
+    default: false,
+    shownDefault: 'off',
+    description: 'set by the supervisor for its spare worker: import everything, then wait for `start` before touching the device',
+    readers: ['worker'],
+  }),
+  FLEXY_ENGINE_CHECK_SECONDS: setting(decimal(0, 86_400, ' (seconds)'), {
+    default: 30,
+    description: "how often a worker checks its snapshots' files against their manifests (sizes; digests of changed files) and retries an unavailable engine whose backoff ended",
+    readers: ['supervisor', 'worker'],
+  }),
   FLEXY_WORKER_DEVICE: setting(oneOf(['auto', 'cpu', 'cuda']), {
     default: 'auto',
     description: 'set by the supervisor for each worker (`cpu`, or `cuda` on the GPU it gives it); `auto` when a worker is run by hand',

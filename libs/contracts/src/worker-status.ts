@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import type { ResidencyReport } from './wire/protocol';
+import type { EngineInfo, ResidencyReport } from './wire/protocol';
 
 /**
  * What each supervisor publishes about each of its Python workers, every few seconds, to a Redis
@@ -19,7 +19,8 @@ export interface WorkerStatus {
   lastError: string | null;
   currentJob: { id: string; engine: string; step: number; totalSteps: number; startedAt: number } | null;
   residency: ResidencyReport | null;
-  engines: Array<{ engine: string; weights: string; revision: string }>;
+  /** Each engine whose snapshot the worker found, with its health there. */
+  engines: EngineInfo[];
   updatedAt: number;
 }
 

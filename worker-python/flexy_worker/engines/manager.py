@@ -4,11 +4,17 @@ the engine's real diffusers pipeline from the local snapshot.
 The worker loop calls, from its one GPU thread:
 
     manager = EngineManager(catalog, models_dir, device, dtype, budget_bytes, text_encoder_mode)
-    manager.available()                                   # snapshots present, demo or hub
+    manager.available()                                   # snapshots present, demo or hub, with their health
     manager.load(engine)                                  # preload
     manager.generate(request, on_step, should_cancel)     # -> GenerateOutput
     manager.unload(engine | None)
     manager.residency()                                   # ResidencyReport of protocol.ts
+    manager.check_engines()                               # now and then, while idle: files still intact?
+
+Health is per engine (``health.py``): loading an engine checks its files against the snapshot's
+manifest first (``integrity.py``) and ends with a one-step canary generation; an engine that fails
+either is unavailable, with the reason, and its jobs fail at once until it is tried again, while the
+other engines keep serving.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch
 from ..catalog import Catalog, EngineSpec
 from ..errors import (
     BadInput,
+    CudaFatal,
     EngineUnavailable,
     JobCancelled,
     OutOfMemory,
@@ -44,6 +51,8 @@ if TYPE_CHECKING:
 from ..residency import ResidencyManager, config_digest, content_key, weight_files
 from .adapters import LOCAL, REMOTE, PipelineAdapter, adapter_for, embeds_shape_tail
 from .base import GenerateOutput, GenerateRequest, StepEvent
+from .health import HealthBook
+from .integrity import SnapshotVerifier, recorded_files
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +61,7 @@ HUB_MANIFEST_FILE = "flexyface-manifest.json"  # written by the models CLI (libs
 PREVIEW_MAX_SIDE = 64
 MAX_REFERENCE_PIXELS = 16 * 1024 * 1024
 MAX_REFERENCE_ASPECT = 8  # Flux2ImageProcessor.check_image_input refuses more extreme images
+CANARY_PROMPT = "canary"  # the prompt of the one-step generation an engine passes at its first load
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -85,18 +95,9 @@ def snapshot_identity(path: Path, spec: EngineSpec) -> tuple[str, str]:
 
 
 def _manifest_digests(path: Path) -> dict[Path, tuple[int, str]]:
-    """File digests the models CLI (or the random-snapshot writer, in its marker) recorded, so
-    multi-GB weights need not be hashed again."""
-    manifest = path / HUB_MANIFEST_FILE
-    if not manifest.exists():
-        manifest = path / DEMO_MARKER_FILE
-    if not manifest.exists():
-        return {}
-    try:
-        files = json.loads(manifest.read_text(encoding="utf-8"))["files"]
-        return {path / f["path"]: (int(f["size"]), str(f["sha256"])) for f in files}
-    except (ValueError, KeyError, TypeError):
-        return {}
+    """File digests the models CLI (or a snapshot builder, in its marker) recorded, so multi-GB
+    weights need not be hashed again."""
+    return {path / relative: (size, sha256) for relative, (size, sha256) in (recorded_files(path) or {}).items() if sha256}
 
 
 def snapshot_variant(path: Path, model_index: dict[str, Any]) -> str | None:
@@ -210,20 +211,55 @@ class EngineManager:
         # Engines meant to stay resident together (the worker's preload set): a fast path that would
         # grow an engine (NF4 -> FP8) is only taken where it still fits beside them.
         self.keep_resident: tuple[str, ...] = ()
+        self.health = HealthBook(spec.id for spec in catalog)
+        self.verifier = SnapshotVerifier()
 
     # ---- what is here -------------------------------------------------------------------------
 
     def snapshot_path(self, engine: str) -> Path:
         return self.models_dir / self.catalog[engine].local_dir
 
-    def available(self) -> list[dict[str, str]]:
+    def available(self) -> list[dict[str, Any]]:
+        """Engines whose snapshot is here: weights kind, revision and health (state, reason, retry_at in ms)."""
         found = []
         for spec in self.catalog:
             path = self.models_dir / spec.local_dir
             if (path / "model_index.json").exists():
                 weights, revision = snapshot_identity(path, spec)
-                found.append({"engine": spec.id, "weights": weights, "revision": revision})
+                health = self.health[spec.id]
+                retry_at = round(health.retry_at * 1000) if health.retry_at is not None else None
+                found.append({"engine": spec.id, "weights": weights, "revision": revision, "state": health.state,
+                              "reason": health.reason, "retry_at": retry_at})  # fmt: skip
         return found
+
+    def check_engines(self) -> list[str]:
+        """The periodic look at every snapshot here: an available engine whose files no longer match
+        their manifest becomes unavailable (and is unloaded: a restart could not load it either); an
+        unavailable one whose retry is due and whose files pass is available again. Returns the engines
+        whose state changed."""
+        changed = []
+        for spec in self.catalog:
+            path = self.models_dir / spec.local_dir
+            if not (path / "model_index.json").exists():
+                continue
+            health = self.health[spec.id]
+            if health.state == "unavailable" and spec.id not in self.health.due():
+                continue
+            problem = self.verifier.check(path)
+            if problem is None:
+                if health.state == "unavailable":
+                    log.info("%s: files pass their check again; available for the next load", spec.id)
+                    self.health.retrying(spec.id)
+                    changed.append(spec.id)
+                continue
+            if health.state == "available" and spec.id in self._loaded:
+                self.unload(spec.id)
+            was = health.state
+            self.health.failed(spec.id, problem)
+            log.warning("%s unavailable: %s", spec.id, problem)
+            if was == "available":
+                changed.append(spec.id)
+        return changed
 
     def loaded(self, engine: str) -> LoadedEngine | None:
         return self._loaded.get(engine)
@@ -240,7 +276,16 @@ class EngineManager:
         started = time.perf_counter()
         loaded = self._loaded.get(engine)
         if loaded is None:
-            self._load(engine)
+            refusal = self.health.refusal(engine)
+            if refusal:
+                raise EngineUnavailable(refusal)
+            try:
+                self._load(engine)
+            except EngineUnavailable as exc:
+                health = self.health.failed(engine, exc.message)
+                log.warning("%s unavailable: %s (tried again in %.0f s)", engine, exc.message, (health.retry_at or 0) - time.time())
+                raise
+            self.health.loaded(engine)
         else:
             swap_ms = self.residency_manager.activate(engine)
             if swap_ms:
@@ -269,6 +314,9 @@ class EngineManager:
         refusal = quantization_refusal(path, model_index, self.device, set(adapter.load_overrides(source)))
         if refusal:
             raise EngineUnavailable(f"{engine}: {refusal}")
+        problem = self.verifier.check(path)
+        if problem:
+            raise EngineUnavailable(f"{engine}: {problem}")
         variant = snapshot_variant(path, model_index)
         digests = _manifest_digests(path)
 
@@ -309,7 +357,8 @@ class EngineManager:
         try:
             self.residency_manager.activate(engine)
             self._prepare_denoiser(engine, pipeline)
-            self._apply_fast_path(engine, pipeline, keys, configs)
+            if not self._apply_fast_path(engine, pipeline, keys, configs):
+                self._canary(loaded)
         except Exception as exc:
             self.unload(engine)
             raise self._load_failure(engine, exc) from None
@@ -324,18 +373,46 @@ class EngineManager:
         """After loading, before the fast path: nothing here; a device group's manager applies context
         parallelism to the denoiser (parallel.py)."""
 
-    def _apply_fast_path(self, engine: str, pipeline: Any, keys: dict, configs: dict) -> None:
+    def _apply_fast_path(self, engine: str, pipeline: Any, keys: dict, configs: dict) -> bool:
         """The deployment's fast path for engine (FLEXY_FAST_PATH, see acceleration.py), warmed up
-        here so that compilation happens during load or preload, before the canary, not in a job."""
+        here so that compilation happens during load or preload, not in a job. True when a warm-up ran
+        (it generated at the default size: the canary would only compile a second size)."""
         from ..acceleration import accelerate_engine
 
         path = self.fast_paths.get(engine) or self.fast_paths.get("*")
-        if path is None or accelerate_engine(pipeline, self.catalog[engine], path, device=self.device,
-                                             room=self._fast_path_room(engine)) is None:  # fmt: skip
-            return
+        report = None if path is None else accelerate_engine(pipeline, self.catalog[engine], path, device=self.device,
+                                                              room=self._fast_path_room(engine))  # fmt: skip
+        if report is None:
+            return False
         for name, component in pipeline.components.items():  # FP8 weights: count the bytes again
             if isinstance(component, torch.nn.Module):
                 self.residency_manager.attach(engine, name, component, keys.get(name), configs.get(name))
+        return getattr(report, "warm_up_ms", None) is not None
+
+    def _canary(self, loaded: LoadedEngine) -> None:
+        """One step at the engine's smallest size through the whole pipeline (text encoders, denoiser,
+        VAE): an engine serves once it has made an image in this process, so weights that load but
+        cannot run fail here, on load, and not in a job. FLUX.2 with the remote encoder gets zero
+        embeddings of the right shape: the canary never waits on the network."""
+        from ..acceleration import warm_up_kwargs
+
+        spec = loaded.spec
+        side = max(spec.limits.min_side, spec.limits.size_multiple * 4)
+        kwargs = warm_up_kwargs(loaded.pipeline, side, side, steps=1, negative=bool(spec.limits.negative_prompt),
+                                guidance=spec.defaults.guidance)  # fmt: skip
+        kwargs["output_type"] = "np"
+        if "prompt" in kwargs:
+            kwargs["prompt"] = CANARY_PROMPT
+        started = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                loaded.pipeline(**kwargs, generator=torch.Generator(device="cpu").manual_seed(0))
+        except Exception as exc:
+            classified = classify_exception(exc)
+            if isinstance(classified, (OutOfMemory, CudaFatal)):  # the device's trouble, not the engine's
+                raise classified from None
+            raise EngineUnavailable(f"{spec.id} failed its canary generation: {classified.message}") from None
+        log.info("canary of %s passed in %.0f ms", spec.id, (time.perf_counter() - started) * 1000)
 
     def _fast_path_room(self, engine: str):
         """The device budget and what the other engines of keep_resident hold: their resident bytes

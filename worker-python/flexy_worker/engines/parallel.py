@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import errors
-from ..errors import JobCancelled, TextEncoderUnavailable, WorkerError
+from ..errors import EngineUnavailable, JobCancelled, TextEncoderUnavailable, WorkerError
 from ..group import DeviceGroup, Outcome
 from .base import GenerateOutput, GenerateRequest, StepEvent
 from .manager import EngineManager, LoadedEngine
@@ -87,6 +87,9 @@ class GroupEngineManager(EngineManager):
     def generate(self, request: GenerateRequest, on_step: Callable[[StepEvent], None],
                  should_cancel: Callable[[], bool]) -> GenerateOutput:  # fmt: skip
         self.validate(request)  # bad input stays on rank 0
+        refusal = None if request.engine in self._loaded else self.health.refusal(request.engine)
+        if refusal:  # an unavailable engine, as rank 0's health book says: no rank starts on it
+            raise EngineUnavailable(refusal)
         if should_cancel():
             raise JobCancelled("cancelled before it started")
         held = tuple(self._loaded)

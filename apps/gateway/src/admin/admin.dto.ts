@@ -69,7 +69,17 @@ export interface WorkerView {
   lastError: string | null;
   currentJob: { id: string; engine: string; step: number; totalSteps: number; startedAt: number; canary: boolean } | null;
   memory: { usedBytes: number; budgetBytes: number } | null;
-  engines: Array<{ engine: string; weights: string; revision: string; residentOn: 'device' | 'host' | null; bytes: number | null }>;
+  engines: Array<{
+    engine: string;
+    weights: string;
+    revision: string;
+    residentOn: 'device' | 'host' | null;
+    bytes: number | null;
+    /** Health on this worker: unavailable with its reason until `retryAt` (files, load or canary failed). */
+    state: 'available' | 'unavailable';
+    reason: string | null;
+    retryAt: number | null;
+  }>;
   updatedAt: number;
   /** No report for longer than three publishing periods: the supervisor may be gone. */
   stale: boolean;

@@ -24,24 +24,34 @@ export class HealthController {
     return { status: 'ok' };
   }
 
-  /** Readiness: Redis and the database answer and at least one worker can take work. */
+  /**
+   * Readiness: Redis and the database answer and at least one worker can take work. Each check has its
+   * own timeout (about a second), so a stalled Redis or database gives a prompt 503 naming it.
+   */
   @Get('health/ready')
   @ApiOperation({ operationId: 'ready', summary: 'Readiness' })
-  @ApiJson(200, ReadinessView, 'Ready; the body lists each check and each worker.')
-  @ApiJson(503, ReadinessView, 'Not ready; `checks` says which check failed.')
+  @ApiJson(200, ReadinessView, 'Ready; the body lists each check (with its time), each worker and each engine\'s health.')
+  @ApiJson(503, ReadinessView, 'Not ready; `checks` says which check failed, `details` why.')
   async ready(@Res() res: Response) {
-    const [queue, database, workers] = await Promise.all([
-      this.status.queueCounts().then(() => true, () => false),
-      this.status.databaseOk(),
-      this.status.workers().catch(() => []),
-    ]);
-    const serving = workers.filter((w) => w.state === 'ready' || w.state === 'busy');
-    const checks = { redis: queue, database, workers: serving.length > 0 };
+    const { redis, database, workers } = await this.status.readiness();
+    const checks = { redis: redis.ok, database: database.ok, workers: workers.ok };
     const ok = Object.values(checks).every(Boolean);
     res.status(ok ? 200 : 503).json({
       status: ok ? 'ready' : 'not_ready',
       checks,
-      workers: workers.map((w) => ({ id: w.id, state: w.state, restarts: w.restarts, last_error: w.lastError })),
+      details: {
+        redis: { ms: redis.ms, error: redis.error },
+        database: { ms: database.ms, error: database.error },
+        workers: { ms: workers.ms, error: workers.error },
+      },
+      workers: workers.statuses.map((w) => ({
+        id: w.id,
+        state: w.state,
+        restarts: w.restarts,
+        last_error: w.lastError,
+        engines: w.engines.map((e) => ({ engine: e.engine, state: e.state, reason: e.reason, retry_at: e.retry_at })),
+      })),
+      engines: StatusService.engineHealth(workers.statuses),
     });
   }
 

@@ -6,7 +6,7 @@ import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } f
 
 /** One supervisor's registry as `getMetricsAsJSON` gives it. */
 type PublishedMetrics = Awaited<ReturnType<Registry['getMetricsAsJSON']>>;
-import { StatusService } from '../status/status.service';
+import { CHECK_TIMEOUT_MS, StatusService, within } from '../status/status.service';
 
 /**
  * /metrics in the Prometheus text format, written by prom-client (which also escapes label values).
@@ -31,6 +31,11 @@ export class MetricsService {
   });
   private readonly deviceUsed = this.gauge('flexy_worker_device_bytes_used', 'Device memory held by resident engines.', ['worker']);
   private readonly deviceBudget = this.gauge('flexy_worker_device_bytes_budget', 'Device memory budget of the worker.', ['worker']);
+  private readonly engineAvailable = this.gauge(
+    'flexy_engine_available',
+    'Health of each engine on each worker: 1 available, 0 unavailable (its files, load or canary failed; retried with backoff).',
+    ['worker', 'engine'],
+  );
   private readonly phaseMeans = this.gauge('flexy_generation_phase_seconds_mean', 'Mean duration of each phase over the last hour, by engine.', ['engine', 'phase']);
   private readonly generations = this.gauge('flexy_generations', 'Generations recorded, by engine and status.', ['engine', 'status']);
 
@@ -51,15 +56,17 @@ export class MetricsService {
       this.status.workers().catch(() => []),
       this.status.phaseMeans(),
       this.status.generationCounts(),
-      this.supervisorMetrics(),
+      // A stalled Redis must not hold the scrape: its series are left out this time.
+      within(this.supervisorMetrics(), CHECK_TIMEOUT_MS, 'Redis (supervisor metrics)').catch(() => [] as PublishedMetrics[]),
     ]);
     // Each scrape states what is now: series of workers or states that went away disappear.
-    for (const g of [this.queueJobs, this.workerUp, this.deviceUsed, this.deviceBudget, this.phaseMeans, this.generations]) g.reset();
+    for (const g of [this.queueJobs, this.workerUp, this.deviceUsed, this.deviceBudget, this.engineAvailable, this.phaseMeans, this.generations]) g.reset();
     this.workerRestarts.reset();
     for (const [state, n] of Object.entries(counts)) this.queueJobs.set({ queue: 'generation', state }, n);
     for (const w of workers) {
       this.workerUp.set({ worker: w.id, state: w.state }, 1);
       this.workerRestarts.inc({ worker: w.id }, w.restarts);
+      for (const e of w.engines) this.engineAvailable.set({ worker: w.id, engine: e.engine }, e.state === 'unavailable' ? 0 : 1);
       if (w.residency) {
         this.deviceUsed.set({ worker: w.id }, w.residency.device_bytes_used);
         this.deviceBudget.set({ worker: w.id }, w.residency.device_budget_bytes);

@@ -35,6 +35,20 @@ export class EngineWeightsView {
   @ApiProperty({ type: String, nullable: true, description: 'The command that makes the engine available, when it is not.' }) fix!: string | null;
 }
 
+export class EngineUnavailableOnView {
+  @ApiProperty() worker!: string;
+  @ApiProperty({ type: String, nullable: true, description: 'The file, load or canary that failed.' }) reason!: string | null;
+  @ApiProperty({ type: 'integer', nullable: true, description: 'When that worker tries it again (ms since the epoch).' }) retry_at!: number | null;
+}
+
+/** An engine's health across the workers that report it: one engine's bad files make it unavailable, not the worker. */
+export class EngineHealthView {
+  @ApiProperty({ enum: ['available', 'unavailable', 'unknown'], description: '`available` on at least one worker; `unavailable` on every worker that has it; `unknown` when no worker reports it.' })
+  state!: string;
+  @ApiProperty({ type: [String] }) available_on!: string[];
+  @ApiProperty({ type: () => [EngineUnavailableOnView] }) unavailable_on!: EngineUnavailableOnView[];
+}
+
 export class EngineView {
   @ApiProperty({ enum: ENGINE_IDS }) id!: string;
   @ApiProperty() label!: string;
@@ -47,6 +61,7 @@ export class EngineView {
   @ApiProperty() available!: boolean;
   @ApiProperty({ type: () => EngineWeightsView }) weights!: EngineWeightsView;
   @ApiProperty({ type: [String], description: 'Workers that serve it.' }) workers!: string[];
+  @ApiProperty({ type: () => EngineHealthView }) health!: EngineHealthView;
   @ApiProperty({ type: [String], description: 'Workers that hold it on the device now.' }) resident_on!: string[];
   @ApiProperty({ type: 'integer' }) queue_depth!: number;
   @ApiProperty({ type: 'number', nullable: true, description: 'Median seconds per denoising step over recent generations.' }) typical_s_per_step!: number | null;

@@ -1,7 +1,6 @@
 import { Inject, Injectable, Logger, type OnApplicationShutdown, type OnModuleInit } from '@nestjs/common';
 import { WORKER_STATUS_TTL_S, WorkerExitCode, workerStatusKey, type WorkerLifecycleState, type WorkerStatus } from '@flexy/contracts';
 import { APP_CONFIG, REDIS, REPO_ROOT, SETTING_NAMES, type AppConfig } from '@flexy/config';
-import { ENGINE_CATALOG, isEngineId } from '@flexy/engines';
 import type Redis from 'ioredis';
 import { join } from 'node:path';
 import { resolveDevices, type WorkerDevice } from './devices';
@@ -26,6 +25,8 @@ interface Slot {
   lastError: string | null;
   preload: string[];
   restartTimer: NodeJS.Timeout | null;
+  /** A standby process (imports done, device untouched) that replaces the worker when it dies. */
+  spare: { worker: WorkerProcess; preload: string } | null;
 }
 
 interface Waiter {
@@ -39,7 +40,7 @@ interface Waiter {
  * the configuration, then this worker's device and preload set. So the worker never sees a raw
  * value the schema did not pass, nor settings it has no use for (database, passwords).
  */
-export function workerEnvironment(config: AppConfig, device: WorkerDevice, preload: readonly string[]): Record<string, string> {
+export function workerEnvironment(config: AppConfig, device: WorkerDevice, preload: readonly string[], standby = false): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) {
     if (value !== undefined && !(SETTING_NAMES as readonly string[]).includes(name)) env[name] = value;
@@ -52,14 +53,19 @@ export function workerEnvironment(config: AppConfig, device: WorkerDevice, prelo
     FLEXY_WORKER_WORLD_SIZE: String(device.ranks ?? 1),
     FLEXY_WORKER_RANK: '0',
     WORKER_PRELOAD: preload.join(','),
+    FLEXY_WORKER_STANDBY: standby ? '1' : '0',
     CUDA_VISIBLE_DEVICES: device.cudaVisibleDevices ?? '',
     HF_HUB_OFFLINE: '1',
     PYTHONUNBUFFERED: '1',
   };
 }
 
-/** How much a worker already holds of an engine: on the device beats parked in host memory beats nothing. */
+/**
+ * How well a worker suits an engine: on the device beats parked in host memory beats nothing, and a
+ * worker that reports the engine unavailable comes last.
+ */
 export function residencyScore(worker: WorkerProcess, engine: string): number {
+  if (worker.engines.some((e) => e.engine === engine && e.state === 'unavailable')) return -1;
   const held = worker.residency?.engines.find((e) => e.engine === engine);
   return held ? (held.location === 'device' ? 2 : 1) : 0;
 }
@@ -67,10 +73,13 @@ export function residencyScore(worker: WorkerProcess, engine: string): number {
 /**
  * Owns one Python worker per device of this host and hands idle ones to job handlers, preferring
  * the worker that already holds the job's engine so a swap is paid only when no such worker is
- * idle. A worker is ready only after its preload set is loaded and a canary generation has passed.
- * One that exits is restarted: at once after a poisoned CUDA context, with a smaller preload set
- * after an out-of-memory while loading, otherwise with exponential backoff. Its job was already
- * failed as retryable by WorkerProcess.
+ * idle. A worker is ready once its preload set is loaded; each engine passes a one-step canary in the
+ * worker when it is first loaded there (health is per engine: one engine's bad files make that engine
+ * unavailable, not the worker). One that exits is restarted: at once after a poisoned CUDA context,
+ * with a smaller preload set after an out-of-memory while loading, otherwise with exponential
+ * backoff; its job was already failed as retryable by WorkerProcess. A restart takes over the slot's
+ * spare (WORKER_SPARE), a process that has already paid for importing torch and diffusers, so it is
+ * ready in a second or two; a new spare is started once the worker serves.
  */
 @Injectable()
 export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
@@ -104,6 +113,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
         lastError: null,
         preload: [...this.config.workerPreload],
         restartTimer: null,
+        spare: null,
       });
     }
     this.statusTimer = setInterval(() => void this.publishStatus(), STATUS_EVERY_MS);
@@ -116,7 +126,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     return this.slots.length;
   }
 
-  /** Workers that passed their canary and are not restarting (busy ones included). */
+  /** Workers that are ready and not restarting (busy ones included). */
   servingCount(): number {
     return this.slots.filter((s) => s.state === 'ready').length;
   }
@@ -196,6 +206,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     for (const slot of this.slots) {
       if (slot.restartTimer) clearTimeout(slot.restartTimer);
       slot.restartTimer = null;
+      slot.spare?.worker.discard(); // nothing will need it
     }
   }
 
@@ -220,7 +231,7 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
         lastError: slot.lastError,
         currentJob: w?.currentJob ? { ...w.currentJob } : null,
         residency: w?.residency ?? null,
-        engines: w?.ready?.engines ?? [],
+        engines: w?.engines ?? [],
         updatedAt: Date.now(),
       };
     });
@@ -234,7 +245,8 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     this.beginShutdown();
     if (this.statusTimer) clearInterval(this.statusTimer);
     for (const slot of this.slots) slot.state = 'stopping';
-    await Promise.all(this.slots.map((s) => s.worker?.stop(10_000)));
+    for (const slot of this.slots) slot.spare?.worker.discard();
+    await Promise.all(this.slots.flatMap((s) => [s.worker?.stop(10_000), s.spare?.worker.exited]));
     // Redis may be away while stopping: the keys expire by themselves, so the last word is not waited for.
     await Promise.race([this.publishStatus(), new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
   }
@@ -245,19 +257,48 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
     await multi.exec().catch(() => undefined); // Redis down: the keys expire and readers see the worker as gone
   }
 
-  private async launch(slot: Slot): Promise<void> {
+  private newWorker(slot: Slot, standby: boolean): WorkerProcess {
     const c = this.config;
-    const worker = new WorkerProcess({
+    return new WorkerProcess({
       id: this.workerId(slot.device),
       python: c.workerPython,
       cwd: join(REPO_ROOT, 'worker-python'),
-      env: workerEnvironment(c, slot.device, slot.preload),
+      env: workerEnvironment(c, slot.device, slot.preload, standby),
       heartbeatIntervalMs: c.heartbeatIntervalMs,
       heartbeatTimeoutMs: c.heartbeatTimeoutMs,
       stallTimeoutMs: c.workerStallTimeoutMs,
       killGraceMs: c.workerKillGraceMs,
       startTimeoutMs: 600_000,
     });
+  }
+
+  /** The slot's spare if it is still waiting and was started for the current preload set, else null. */
+  private takeSpare(slot: Slot): WorkerProcess | null {
+    const spare = slot.spare;
+    slot.spare = null;
+    if (!spare) return null;
+    if (spare.worker.state === 'starting' && spare.preload === slot.preload.join(',')) return spare.worker;
+    spare.worker.discard(); // outdated (a smaller preload set since)
+    return null;
+  }
+
+  /** Starts a spare for the slot unless it has one (it imports, then waits for `start`). */
+  private ensureSpare(slot: Slot): void {
+    // Not for a device group: its ranks are separate processes started by rank 0 (no standby for them).
+    if (!this.config.workerSpare || slot.spare || this.stopping || (slot.device.ranks ?? 1) > 1) return;
+    const spare = this.newWorker(slot, true);
+    slot.spare = { worker: spare, preload: slot.preload.join(',') };
+    spare.on('exit', (exit: WorkerExit) => {
+      if (slot.spare?.worker !== spare) return; // taken over (its exit is the worker's) or replaced
+      slot.spare = null;
+      if (!this.stopping) this.logger.warn(`spare worker of ${spare.id} ${exit.reason}; a new one starts once the worker serves again`);
+    });
+    spare.spawn();
+  }
+
+  private async launch(slot: Slot): Promise<void> {
+    const spare = this.takeSpare(slot);
+    const worker = spare ?? this.newWorker(slot, false);
     slot.worker = worker;
     slot.state = 'starting';
     slot.readyAt = 0;
@@ -271,55 +312,20 @@ export class WorkerPool implements OnModuleInit, OnApplicationShutdown {
       this.scheduleRestart(slot, exit);
     });
     try {
-      const ready = await worker.start();
-      slot.state = 'canary';
-      await this.canary(worker);
-      if (worker.state !== 'ready' || this.stopping) return; // died or stopped during the canary
+      const ready = spare ? await worker.activate() : await worker.start();
+      if (worker.state !== 'ready' || this.stopping) return; // died or stopped meanwhile
       slot.state = 'ready';
       slot.readyAt = Date.now();
-      this.logger.log(`${worker.id} ready on ${ready.device} (pid ${ready.pid}); engines: ${ready.engines.map((e) => `${e.engine}[${e.weights}]`).join(', ')}`);
+      const engines = ready.engines.map((e) => `${e.engine}[${e.weights}${e.state === 'available' ? '' : `, unavailable: ${e.reason}`}]`);
+      this.logger.log(`${worker.id} ready on ${ready.device} (pid ${ready.pid}${spare ? ', from the spare' : ''}); engines: ${engines.join(', ')}`);
       void this.publishStatus();
       this.release(worker);
       this.capacityChanged();
+      this.ensureSpare(slot);
     } catch (err) {
       this.logger.error(`${worker.id} failed to start: ${(err as Error).message}`);
       worker.kill(`failed to start: ${(err as Error).message}`);
     }
-  }
-
-  /**
-   * A tiny generation, so new work only goes to a worker that can finish one. It runs on an engine
-   * the worker already holds (its preload set), else on the smallest it can serve, so a restart
-   * does not pay for loading the largest engine.
-   */
-  private async canary(worker: WorkerProcess): Promise<void> {
-    const engines = worker.ready!.engines.map((e) => e.engine).filter(isEngineId);
-    const engine =
-      engines.find((e) => residencyScore(worker, e) > 0) ??
-      [...engines].sort((a, b) => ENGINE_CATALOG[a].memoryEstimateGb - ENGINE_CATALOG[b].memoryEstimateGb)[0];
-    if (!engine) throw new Error('the worker found no engine snapshot to serve');
-    const spec = ENGINE_CATALOG[engine];
-    const side = Math.max(spec.limits.minSide, spec.limits.sizeMultiple * 4);
-    const { result } = await worker.run(
-      {
-        type: 'generate',
-        job_id: `canary-${worker.id}-${Date.now()}`,
-        engine,
-        prompt: 'canary',
-        negative_prompt: null,
-        seed: 0,
-        steps: 1,
-        guidance: spec.defaults.guidance,
-        width: side,
-        height: side,
-        num_images: 1,
-        references: [],
-        preview_every: 0,
-      },
-      Buffer.alloc(0),
-      () => undefined,
-    );
-    if (result.status !== 'succeeded') throw new Error(`canary failed: ${result.error?.code} ${result.error?.message}`);
   }
 
   private scheduleRestart(slot: Slot, exit: WorkerExit): void {

@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import {
   encodeFrame,
   FrameDecoder,
+  type EngineInfo,
   type Frame,
   type GenerateMessage,
   type ImageMessage,
@@ -18,6 +19,14 @@ import { EventEmitter } from 'node:events';
 import type { ResultPromise } from 'execa';
 
 export type WorkerState = 'starting' | 'ready' | 'busy' | 'stopping' | 'exited';
+
+type Execa = (typeof import('execa'))['execa'];
+let loadedExeca: Execa | null = null;
+
+/** execa is an ES module: imported once, so that spawning a spare later is synchronous. */
+export async function loadExeca(): Promise<void> {
+  loadedExeca ??= (await import('execa')).execa;
+}
 
 export interface WorkerProcessOptions {
   id: string;
@@ -104,6 +113,8 @@ export class WorkerProcess extends EventEmitter {
   state: WorkerState = 'starting';
   ready: ReadyMessage | null = null;
   residency: ResidencyReport | null = null;
+  /** Each engine's health as the worker last reported it (ready, then every pong). */
+  engines: EngineInfo[] = [];
   lastSeenAt = Date.now();
   readonly stderrTail: string[] = [];
   private child: ResultPromise | null = null;
@@ -139,8 +150,24 @@ export class WorkerProcess extends EventEmitter {
   /** The job on this worker with its latest step, for status reports. */
   currentJob: { id: string; engine: string; step: number; totalSteps: number; startedAt: number } | null = null;
 
+  /** Spawns the worker and waits for its `ready`. */
   async start(): Promise<ReadyMessage> {
-    const { execa } = await import('execa');
+    await loadExeca();
+    this.spawn();
+    return this.untilReady();
+  }
+
+  /** A spare (spawned with FLEXY_WORKER_STANDBY): tells it to start, and waits for its `ready`. */
+  activate(): Promise<ReadyMessage> {
+    this.send({ type: 'start' });
+    return this.untilReady();
+  }
+
+  /** Spawns the process; `ready` comes later (`start`), or after `activate` for a spare. */
+  spawn(): void {
+    // execa is an ES module: loaded once, before the first spawn (see loadExeca).
+    const execa = loadedExeca;
+    if (!execa) throw new Error('execa is not loaded yet: await loadExeca() first');
     const o = this.options;
     const child = execa(o.python, ['-m', 'flexy_worker'], {
       cwd: o.cwd,
@@ -170,7 +197,10 @@ export class WorkerProcess extends EventEmitter {
       const reason = this.killReason ?? (signal ? `was killed by ${signal}${during}` : `exited with code ${code}${during}`);
       this.onExit({ code, signal, reason });
     });
+  }
 
+  private async untilReady(): Promise<ReadyMessage> {
+    const o = this.options;
     const ready = await new Promise<ReadyMessage>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.kill(`did not become ready within ${o.startTimeoutMs} ms`);
@@ -212,6 +242,14 @@ export class WorkerProcess extends EventEmitter {
   /** The supervisor takes the job back (shutdown, lost lock): the worker answers `interrupted`. */
   interrupt(jobId: string): void {
     if (this.pending?.jobId === jobId) this.send({ type: 'interrupt', job_id: jobId });
+  }
+
+  /** Ends a spare that was never started: it holds no job and no device, so SIGKILL costs nothing. */
+  discard(): void {
+    if (this.state === 'starting' && this.child) {
+      this.killReason = 'discarded (a spare never started)';
+      this.child.kill('SIGKILL');
+    }
   }
 
   /** Asks for a clean exit; kills after `graceMs`. */
@@ -283,11 +321,13 @@ export class WorkerProcess extends EventEmitter {
       case 'ready':
         this.ready = msg;
         this.residency = msg.residency;
+        this.engines = msg.engines;
         this.state = 'ready';
         this.emit('ready', msg);
         return;
       case 'pong':
         this.residency = (msg as PongMessage).residency;
+        this.engines = (msg as PongMessage).engines;
         this.checkStall(msg as PongMessage);
         return;
       case 'progress':

@@ -93,7 +93,16 @@ export interface ShutdownMessage {
   type: 'shutdown';
 }
 
-export type SupervisorMessage = GenerateMessage | CancelMessage | InterruptMessage | PingMessage | UnloadMessage | ShutdownMessage;
+/**
+ * Ends a standby worker's wait. A standby worker (`--standby`) imports everything it needs, then
+ * waits for this before it touches the device: a spare the supervisor keeps ready to replace a worker
+ * that died, so a restart does not pay for the imports.
+ */
+export interface StartMessage {
+  type: 'start';
+}
+
+export type SupervisorMessage = GenerateMessage | CancelMessage | InterruptMessage | PingMessage | UnloadMessage | ShutdownMessage | StartMessage;
 
 // ---- worker → supervisor ------------------------------------------------------------------------
 
@@ -106,6 +115,23 @@ export interface ResidencyReport {
   last_swap_ms: number | null;
 }
 
+/**
+ * Health of one engine on one worker: `unavailable` when its files fail their manifest check, it
+ * cannot be loaded or its canary failed; its jobs then fail at once (`engine_unavailable`) until it is
+ * tried again at `retry_at` (ms since the epoch), while the worker's other engines keep serving.
+ */
+export type EngineState = 'available' | 'unavailable';
+
+/** An engine whose snapshot the worker found: the kind of weights it holds and its health. */
+export interface EngineInfo {
+  engine: string;
+  weights: WeightsKind;
+  revision: string;
+  state: EngineState;
+  reason: string | null;
+  retry_at: number | null;
+}
+
 export interface ReadyMessage {
   type: 'ready';
   protocol: number;
@@ -114,7 +140,7 @@ export interface ReadyMessage {
   torch_version: string;
   diffusers_version: string;
   /** Engines whose snapshots were found, with the kind of weights they hold. */
-  engines: Array<{ engine: string; weights: WeightsKind; revision: string }>;
+  engines: EngineInfo[];
   residency: ResidencyReport;
 }
 
@@ -125,6 +151,8 @@ export interface PongMessage {
   busy_job_id: string | null;
   last_progress_at: number | null;
   residency: ResidencyReport;
+  /** Each engine's health now (it changes while the worker runs: a failed load, files fixed). */
+  engines: EngineInfo[];
 }
 
 export interface ProgressMessage {

@@ -22,9 +22,11 @@ function currentJob(w: WorkerView, now: number): SafeHtml {
 function engines(w: WorkerView): SafeHtml {
   if (!w.engines.length) return html`<span class="muted">none</span>`;
   return html`<ul class="engines">${w.engines.map(
-    (e) => html`<li data-engine="${e.engine}"${e.residentOn ? html` data-resident="${e.residentOn}"` : nothing}>
+    (e) => html`<li data-engine="${e.engine}" data-engine-state="${e.state}"${e.residentOn ? html` data-resident="${e.residentOn}"` : nothing}>
       <span class="mono">${e.engine}</span> <span class="badge w-${e.weights}">${e.weights}</span>
-      ${e.residentOn ? html`<span class="badge resident">on ${e.residentOn} · ${fmtBytes(e.bytes)}</span>` : html`<span class="muted">not loaded</span>`}
+      ${e.state === 'unavailable'
+        ? html`<span class="badge unavailable">unavailable</span> <span class="engine-reason" data-engine-reason>${e.reason ?? ''}${e.retryAt ? html` <span class="muted">(tried again at ${new Date(e.retryAt).toISOString().slice(11, 19)} UTC)</span>` : nothing}</span>`
+        : e.residentOn ? html`<span class="badge resident">on ${e.residentOn} · ${fmtBytes(e.bytes)}</span>` : html`<span class="muted">not loaded</span>`}
     </li>`,
   )}</ul>`;
 }

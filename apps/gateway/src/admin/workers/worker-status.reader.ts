@@ -26,6 +26,10 @@ export function workerView(s: WorkerStatus, now: number): WorkerView {
       revision: e.revision,
       residentOn: resident.get(e.engine)?.location ?? null,
       bytes: resident.get(e.engine)?.bytes ?? null,
+      // A report from a supervisor older than per-engine health has neither: it served them all.
+      state: e.state ?? 'available',
+      reason: e.reason ?? null,
+      retryAt: e.retry_at ?? null,
     })),
     updatedAt: s.updatedAt,
     stale: now - s.updatedAt > STALE_AFTER_MS,
