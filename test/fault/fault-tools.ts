@@ -141,6 +141,17 @@ export function sparePid(sup: ManagedProcess): number | null {
   return workerProcesses(sup).find((pid) => pid !== serving) ?? null;
 }
 
+/**
+ * Waits until the supervisor's spare worker has done its imports and stands by (so a restart now
+ * shows the service's steady state: the spare takes over). Returns its pid.
+ */
+export async function waitForSpare(sup: ManagedProcess, timeoutMs = 180_000): Promise<number> {
+  return poll(`${sup.name}'s spare worker to stand by`, async () => {
+    const pid = sparePid(sup);
+    return pid && sup.output.some((l) => l.includes(`flexy_worker[${pid}]: standing by`)) ? pid : null;
+  }, timeoutMs, 100);
+}
+
 /** The worker's pid if it is ready and still runs (not one that is starting or restarting). */
 export function servingPid(sup: ManagedProcess): number | null {
   return workerPid(sup);
