@@ -29,6 +29,7 @@ function aptInstall(packages) {
 
 export function systemPackages({ browser = false, contract = false } = {}) {
   const missing = [];
+  // Debian's redis-server also runs the fault suite's Sentinels (`redis-server <conf> --sentinel`).
   if (!which('redis-server')) missing.push('redis-server');
   if (browser && !which('chromium')) missing.push('chromium');
   // The contract run brings up its own loopback in a network namespace (ip, from iproute2).

@@ -1,10 +1,13 @@
 import { JobName, ORIGIN_PRIORITY, QueueName, type GenerateJobPayload } from '@flexy/contracts';
 import { createDatabaseClient, GenerationsRepository, type DatabaseClient, type PrismaService } from '@flexy/persistence';
+import { spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { Queue } from 'bullmq';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { api, manage, ROOT, startStack, stopProcess, type ManagedProcess, type Stack } from '../support/stack';
+import { redisOptions } from '@flexy/config';
+import IORedis from 'ioredis';
+import { api, manage, ROOT, startStack, stopProcess, type ManagedProcess, type Stack, type StackOptions } from '../support/stack';
 
 /**
  * Tooling for the fault-injection suite: supervisors started on their own (own working directory,
@@ -22,6 +25,7 @@ export const FAST_SUPERVISOR_ENV: NodeJS.ProcessEnv = {
   SUPERVISOR_GRACE_MS: '3000',
   QUEUE_LOCK_DURATION_MS: '6000',
   QUEUE_STALLED_INTERVAL_MS: '2000',
+  RECONCILE_INTERVAL_MS: '3000',
   // The canary runs on the preloaded engine, which the suite's jobs use too: no load inside a job.
   WORKER_PRELOAD: 'flux1_dev',
   // Two cores: one torch thread per worker keeps two workers from fighting over both.
@@ -40,9 +44,12 @@ export interface FaultStack extends Stack {
 }
 
 /** The stack without supervisors: each test starts its own with the environment its fault needs. */
-export async function startFaultStack(env: NodeJS.ProcessEnv = {}): Promise<FaultStack> {
-  const stack = await startStack({ supervisors: 0, env });
-  const queue = new Queue(QueueName.Generation, { connection: { url: stack.redisUrl, maxRetriesPerRequest: null } });
+export async function startFaultStack(env: NodeJS.ProcessEnv = {}, options: Pick<StackOptions, 'aroundRedis'> = {}): Promise<FaultStack> {
+  const stack = await startStack({ supervisors: 0, env, ...options });
+  // The test's own look at BullMQ goes wherever the services go (through Sentinel when they do).
+  const connection = new IORedis(redisOptions(stack.redisUrl, { maxRetriesPerRequest: null }));
+  connection.on('error', () => undefined); // Redis is stopped and restarted on purpose
+  const queue = new Queue(QueueName.Generation, { connection });
   queue.on('error', () => undefined); // Redis is restarted on purpose in one scenario
   const db = createDatabaseClient(stack.env.DATABASE_URL!);
   const stop = stack.stop.bind(stack);
@@ -51,6 +58,7 @@ export async function startFaultStack(env: NodeJS.ProcessEnv = {}): Promise<Faul
     db,
     async stop() {
       await queue.close().catch(() => undefined);
+      connection.disconnect();
       await db.$disconnect().catch(() => undefined);
       // stack.redis may be a restarted server the stack's own stop() does not know about.
       await stopProcess(stack.gateway);
@@ -232,16 +240,52 @@ export async function enqueue(stack: FaultStack, body: { prompt: string; engine:
   return id;
 }
 
-/** Restarts the stack's redis-server on the same port and data folder (AOF on), as stack.ts starts it. */
-export async function restartRedis(stack: Stack, downMs: number, whileDown: () => Promise<void>): Promise<{ stoppedAt: number; startedAt: number }> {
-  await stopProcess(stack.redis, 'SIGTERM');
+/**
+ * Stops the stack's redis-server (SIGTERM: an orderly shutdown that fsyncs the AOF; SIGKILL: a crash,
+ * losing what the last second's fsync had not written) and starts it again on the same port and data
+ * folder, AOF on, as stack.ts starts it. `wipe` deletes its data first (a replaced or flushed instance).
+ */
+export async function restartRedis(
+  stack: Stack,
+  downMs: number,
+  whileDown: () => Promise<void>,
+  options: { signal?: NodeJS.Signals; wipe?: boolean } = {},
+): Promise<{ stoppedAt: number; startedAt: number }> {
+  await stopProcess(stack.redis, options.signal ?? 'SIGTERM');
   const stoppedAt = Date.now();
+  if (options.wipe) rmSync(join(stack.dataDir, 'appendonlydir'), { recursive: true, force: true });
   await Promise.all([whileDown(), sleep(downMs)]);
-  stack.redis = manage(`redis-${stack.redisPort}-restarted`, 'redis-server', [
-    '--port', String(stack.redisPort), '--bind', '127.0.0.1', '--dir', stack.dataDir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction',
-  ], process.env);
+  stack.redis = startRedis(stack);
   await stack.redis.waitFor(/Ready to accept connections/, 10_000);
   return { stoppedAt, startedAt: Date.now() };
+}
+
+function startRedis(stack: Stack): ManagedProcess {
+  return manage(`redis-${stack.redisPort}-restarted`, 'redis-server', [
+    '--port', String(stack.redisPort), '--bind', '127.0.0.1', '--dir', stack.dataDir, '--save', '', '--appendonly', 'yes', '--maxmemory-policy', 'noeviction',
+  ], process.env);
+}
+
+/**
+ * Makes a folder read-only for the processes writing to it, as a volume gone read-only does (root
+ * ignores permissions): a read-only bind mount over it (EROFS), else the immutable attribute on it and
+ * everything in it (EPERM). Returns the undo.
+ */
+export function makeReadOnly(dir: string): () => void {
+  const run = (cmd: string, args: string[]) => spawnSync(cmd, args, { stdio: 'pipe', encoding: 'utf8' });
+  if (run('mount', ['--bind', dir, dir]).status === 0) {
+    if (run('mount', ['-o', 'remount,bind,ro', dir]).status === 0) return () => void run('umount', [dir]);
+    run('umount', [dir]);
+  }
+  const set = run('chattr', ['-R', '+i', dir]);
+  if (set.status !== 0) throw new Error(`cannot make ${dir} read-only here (no mount, no chattr): ${set.stderr}`);
+  return () => void run('chattr', ['-R', '-i', dir]);
+}
+
+/** Starts the stack's gateway again (after a test stopped it), on the same port and data. */
+export async function restartGateway(stack: Stack): Promise<void> {
+  stack.gateway = manage(`gateway-${stack.env.PORT}-restarted`, process.execPath, [join(ROOT, 'dist/apps/gateway/src/main.js')], stack.env);
+  await stack.gateway.waitFor(/listening on/, 60_000);
 }
 
 /** The generation as the API shows it, once it is no longer queued or running. */

@@ -100,6 +100,11 @@ export interface StackOptions {
   supervisorEnv?: NodeJS.ProcessEnv;
   /** How long a supervisor may take to report a ready worker (loading real-size engines takes minutes). */
   readyTimeoutMs?: number;
+  /**
+   * Runs once Redis is up, before the services start; what it returns is added to their environment
+   * (a Sentinel setup around the stack's Redis answers its own REDIS_URL).
+   */
+  aroundRedis?: (redis: { port: number; dataDir: string }) => Promise<NodeJS.ProcessEnv>;
 }
 
 export interface Stack {
@@ -139,6 +144,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     HOST: '127.0.0.1',
     WORKER_DEVICES: 'cpu',
     ...options.env,
+    ...(options.aroundRedis ? await options.aroundRedis({ port: redisPort, dataDir }) : {}),
   };
   const { applyMigrations } = await import('@flexy/persistence');
   await applyMigrations(env.DATABASE_URL!);

@@ -2,10 +2,11 @@ import { BullModule, getQueueToken } from '@nestjs/bullmq';
 import { Module } from '@nestjs/common';
 import { APP_GUARD } from '@nestjs/core';
 import { QueueName } from '@flexy/contracts';
-import { APP_CONFIG, createRedis, loadConfig, REDIS } from '@flexy/config';
+import { APP_CONFIG, createRedis, loadConfig, REDIS, reportQueueErrors } from '@flexy/config';
 import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
+import type { Queue } from 'bullmq';
 import { AdminModule } from './admin/admin.module';
 import { ApiKeyGuard } from './auth/api-key.guard';
 import { BatchesController } from './batches/batches.controller';
@@ -45,6 +46,12 @@ function failFastRedis() {
     { provide: IMAGE_STORE, useValue: new ImageStore(config.imagesDir) },
     { provide: REDIS, useFactory: failFastRedis },
     { provide: GENERATION_QUEUE, useExisting: getQueueToken(QueueName.Generation) },
+    {
+      // The queues' connection errors go to the process's Redis outage reporter: one line per outage.
+      provide: 'QUEUE_ERROR_REPORTING',
+      useFactory: (...queues: Queue[]) => queues.forEach((q) => reportQueueErrors(q, `queue ${q.name}`)),
+      inject: [getQueueToken(QueueName.Generation), getQueueToken(QueueName.Webhook)],
+    },
     { provide: WEBHOOK_QUEUE, useExisting: getQueueToken(QueueName.Webhook) },
     GenerationLifecycle,
     QuotaService,

@@ -1,6 +1,6 @@
 import { Module } from '@nestjs/common';
 import { DiscoveryModule } from '@nestjs/core';
-import { APP_CONFIG, createRedis, loadConfig, REDIS } from '@flexy/config';
+import { APP_CONFIG, createRedis, loadConfig, REDIS, reportQueueErrors } from '@flexy/config';
 import { QueueName } from '@flexy/contracts';
 import { GENERATION_QUEUE, GenerationLifecycle, IdempotencyService, QuotaService, WEBHOOK_QUEUE } from '@flexy/generations';
 import { PersistenceModule } from '@flexy/persistence';
@@ -9,6 +9,7 @@ import type { Redis } from 'ioredis';
 import { IMAGE_STORE, ImageStore } from '@flexy/storage';
 import { CancelListener } from './generation/cancel-listener.service';
 import { GenerateHandler } from './generation/generate.handler';
+import { Reconciler } from './generation/reconciler.service';
 import { RetentionHandler } from './maintenance/retention.handler';
 import { GenerationMetrics } from './metrics/generation-metrics.service';
 import { QueueWorkerService } from './jobs/queue-worker.service';
@@ -18,12 +19,12 @@ import { WorkerPool } from './workers/worker-pool.service';
 const config = loadConfig();
 
 /**
- * A producer-side queue handle. Without an error listener BullMQ prints every connection error
- * while Redis is away; a failed add fails visibly on its own and the connection reconnects by itself.
+ * A producer-side queue handle. Its connection errors go to the process's Redis outage reporter (one
+ * line per outage); a failed add fails visibly on its own and the connection reconnects by itself.
  */
 function quietQueue(name: QueueName, redis: Redis): Queue {
   const queue = new Queue(name, { connection: redis });
-  queue.on('error', () => undefined);
+  reportQueueErrors(queue, `queue ${name}`);
   return queue;
 }
 
@@ -46,6 +47,7 @@ function quietQueue(name: QueueName, redis: Redis): Queue {
     WorkerPool,
     QueueWorkerService,
     GenerateHandler,
+    Reconciler,
     WebhookHandler,
     RetentionHandler,
     GenerationMetrics,

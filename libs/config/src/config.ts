@@ -42,6 +42,10 @@ export interface AppConfig {
   queueLockDurationMs: number;
   /** How often each supervisor looks for jobs whose lock expired, to put them back in the queue. */
   queueStalledIntervalMs: number;
+  /** How often (and at start) a supervisor re-enqueues what the database holds as queued or running and Redis lost. */
+  reconcileIntervalMs: number;
+  /** How long storing a finished image is retried (the image kept) before the job fails as storage_unavailable. */
+  imageStoreRetryMs: number;
   /** How long POST /generate waits for its image before answering 504 with the job id. */
   syncWaitMs: number;
   /** Anonymous calls allowed: only on loopback (the embedded default), and it says so at start. */
@@ -120,6 +124,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): AppConfig {
     supervisorGraceMs: s.SUPERVISOR_GRACE_MS,
     queueLockDurationMs: s.QUEUE_LOCK_DURATION_MS,
     queueStalledIntervalMs: s.QUEUE_STALLED_INTERVAL_MS,
+    reconcileIntervalMs: s.RECONCILE_INTERVAL_MS,
+    imageStoreRetryMs: s.IMAGE_STORE_RETRY_MS,
     syncWaitMs: s.SYNC_WAIT_MS,
     // AUTH_MODE=keys forces keys everywhere; the schema refuses open access beyond loopback.
     openAccess: (s.AUTH_MODE ?? (isLoopback(s.HOST) ? 'open' : 'keys')) === 'open',

@@ -14,43 +14,9 @@ import IORedis, { type RedisOptions } from 'ioredis';
  * becomes unreachable and one when it answers again, however many connections notice it.
  */
 
-const SENTINEL_SCHEME = 'redis-sentinel:';
+import { parseSentinelUrl, redact } from './redis-url';
 
-export interface SentinelTarget {
-  sentinels: Array<{ host: string; port: number }>;
-  name: string;
-  db: number;
-  username?: string;
-  password?: string;
-}
-
-/** The Sentinel form of REDIS_URL, or null for a plain redis:// URL. */
-export function parseSentinelUrl(url: string): SentinelTarget | null {
-  if (!url.startsWith(SENTINEL_SCHEME)) return null;
-  // URL() cannot parse a host list; take the authority apart by hand.
-  const rest = url.slice(SENTINEL_SCHEME.length).replace(/^\/\//, '');
-  const slash = rest.indexOf('/');
-  if (slash < 0) throw new Error(`REDIS_URL ${redact(url)}: the master name is missing (redis-sentinel://host:port,…/<master name>)`);
-  let authority = rest.slice(0, slash);
-  const [name, db = '0', ...extra] = rest.slice(slash + 1).split('/');
-  if (!name || extra.length || !/^\d+$/.test(db)) throw new Error(`REDIS_URL ${redact(url)}: expected …/<master name>[/<db>]`);
-  let username: string | undefined;
-  let password: string | undefined;
-  const at = authority.lastIndexOf('@');
-  if (at >= 0) {
-    const credentials = authority.slice(0, at);
-    authority = authority.slice(at + 1);
-    const colon = credentials.indexOf(':');
-    username = decodeURIComponent(colon < 0 ? credentials : credentials.slice(0, colon)) || undefined;
-    password = colon < 0 ? undefined : decodeURIComponent(credentials.slice(colon + 1));
-  }
-  const sentinels = authority.split(',').map((entry) => {
-    const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(entry.trim());
-    if (!m) throw new Error(`REDIS_URL ${redact(url)}: "${entry}" is not host:port`);
-    return { host: m[1], port: Number(m[2]) };
-  });
-  return { sentinels, name: decodeURIComponent(name), db: Number(db), username, password };
-}
+export { parseSentinelUrl, type SentinelTarget } from './redis-url';
 
 /** Connection options for ioredis (and BullMQ) from REDIS_URL. */
 export function redisOptions(url: string, options: RedisOptions = {}): RedisOptions {
@@ -63,8 +29,11 @@ export function redisOptions(url: string, options: RedisOptions = {}): RedisOpti
     // The credentials are the master's (and its replicas'); the Sentinels are reached without any.
     username: sentinel.username,
     password: sentinel.password,
-    // A failover closes the old master's connections; reconnecting asks the Sentinels afresh.
-    failoverDetector: true,
+    // A master that dies drops the connection, and reconnecting asks the Sentinels afresh. A master
+    // demoted alive (a manual failover) answers writes with READONLY: reconnect, and resend the command
+    // to the one the Sentinels name now. (Not ioredis' failoverDetector: its +switch-master can land
+    // during a reconnect and end the connection for good.)
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 2 : false),
     ...options,
   };
 }
@@ -89,11 +58,6 @@ export function createRedis(url: string, options: RedisOptions = {}): IORedis {
   const redis = new IORedis(redisOptions(url, options));
   reportRedisErrors(redis);
   return redis;
-}
-
-/** Hostnames and ports only: the URL may carry a password. */
-function redact(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//***@');
 }
 
 // ---- one outage, one line -------------------------------------------------------------------------
@@ -147,6 +111,14 @@ export function reportRedisErrors(redis: IORedis): IORedis {
   redis.on('error', (err: Error) => reporter.error(err));
   redis.on('ready', () => reporter.ready());
   return redis;
+}
+
+/**
+ * A failed Redis command whose failure the caller tolerates (a progress event not appended, say):
+ * reported once per outage with the others, not once per command.
+ */
+export function reportRedisError(err: Error, source: string): void {
+  reporter.error(err, source);
 }
 
 /** For BullMQ objects (Queue, Worker, QueueEvents), whose 'error' events carry their connections' errors. */

@@ -1,6 +1,7 @@
 import { ENGINE_IDS, type EngineId } from '@flexy/engines';
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { parseSentinelUrl } from './redis-url';
 
 /**
  * Every environment variable that the gateway, the supervisor, the Python worker and the CLIs read,
@@ -139,6 +140,28 @@ function url(...protocols: string[]) {
     .refine((value) => URL.canParse(value) && protocols.includes(new URL(value).protocol), { error: rule });
 }
 
+/** REDIS_URL: one Redis (redis://, rediss://), or the master a set of Sentinels names (redis-sentinel://). */
+function redisUrl() {
+  const rule = 'a URL starting with redis:// or rediss://, or redis-sentinel://host:port,host:port,…/<master name>';
+  return z
+    .string()
+    .trim()
+    .refine((value) => {
+      try {
+        if (parseSentinelUrl(value)) return true;
+      } catch {
+        return false;
+      }
+      return URL.canParse(value) && ['redis:', 'rediss:'].includes(new URL(value).protocol);
+    }, { error: rule });
+}
+
+/** The hosts a REDIS_URL reaches: its one host, or every Sentinel of the list. */
+function redisHosts(value: string): string[] {
+  const sentinel = parseSentinelUrl(value);
+  return sentinel ? sentinel.sentinels.map((s) => s.host) : [new URL(value).hostname.replace(/^\[|\]$/g, '')];
+}
+
 /** A folder or file; a relative one is taken from the repository root (config.ts resolves it). */
 const path = () => z.string().trim();
 
@@ -185,10 +208,11 @@ const settingsShape = z.object({
     description: 'gateway processes sharing the port (`auto`: one per core); a process that dies is replaced',
     readers: ['gateway'],
   }),
-  REDIS_URL: setting(url('redis:', 'rediss:'), {
+  REDIS_URL: setting(redisUrl(), {
     default: 'redis://127.0.0.1:6379',
     shownDefault: 'a private `redis-server` started by `npm start` (else `redis://127.0.0.1:6379`)',
-    description: 'shared Redis for every gateway and supervisor',
+    description:
+      'shared Redis for every gateway and supervisor; `redis-sentinel://host:port,host:port,…/<master name>` reaches the master those Sentinels name and follows it through failovers (a password in the URL is the master\'s)',
     readers: ALL_SERVICES,
   }),
   DATABASE_URL: setting(url('file:', 'postgres:', 'postgresql:'), {
@@ -314,6 +338,16 @@ const settingsShape = z.object({
     readers: ['supervisor'],
   }),
   QUEUE_STALLED_INTERVAL_MS: setting(millis(500, HOUR_MS), { default: 15_000, description: 'how often each supervisor looks for jobs whose lock expired', readers: ['supervisor'] }),
+  RECONCILE_INTERVAL_MS: setting(millis(1000, DAY_MS), {
+    default: 60_000,
+    description: 'how often (and at start) a supervisor puts back on the queue every generation the database holds as queued or running with no live BullMQ job (Redis lost it), and finishes sandbox runs and batches whose members all ended',
+    readers: ['supervisor'],
+  }),
+  IMAGE_STORE_RETRY_MS: setting(millis(0, DAY_MS), {
+    default: 300_000,
+    description: 'how long a supervisor keeps retrying to store a finished image (backoff from 1 s to 30 s, the image kept in memory, never generated again) before the job fails as `storage_unavailable`',
+    readers: ['supervisor'],
+  }),
 
   // ---- the Python worker: validated here, handed to each worker in its environment by the supervisor ----
   FLEXY_WORKER_STANDBY: setting(flag(), {
@@ -423,8 +457,8 @@ export const settingsSchema = settingsShape.superRefine(
       ctx.addIssue({ code: 'custom', path: ['WORKER_HEARTBEAT_TIMEOUT_MS'], params: { sentence: true }, message: `WORKER_HEARTBEAT_TIMEOUT_MS (${timeout}) must exceed WORKER_HEARTBEAT_INTERVAL_MS (${interval})` });
     }
     // The supervisor listens nowhere: a Redis beyond loopback says it serves a deployment all the same.
-    const redisHost = new URL(s.REDIS_URL).hostname.replace(/^\[|\]$/g, '');
-    const offLoopback = !LOOPBACK_HOSTS.includes(s.HOST) ? `HOST is ${s.HOST}` : !LOOPBACK_HOSTS.includes(redisHost) ? `REDIS_URL is on ${redisHost}` : null;
+    const redisHost = redisHosts(s.REDIS_URL).find((h) => !LOOPBACK_HOSTS.includes(h));
+    const offLoopback = !LOOPBACK_HOSTS.includes(s.HOST) ? `HOST is ${s.HOST}` : redisHost ? `REDIS_URL is on ${redisHost}` : null;
     if (offLoopback && Buffer.byteLength(s.WEBHOOK_SECRET) < MIN_WEBHOOK_SECRET_BYTES) {
       ctx.addIssue({
         code: 'custom',

@@ -14,7 +14,7 @@ import {
   type JobOrigin,
   type WebhookJobPayload,
 } from '@flexy/contracts';
-import { REDIS } from '@flexy/config';
+import { REDIS, reportRedisError } from '@flexy/config';
 import {
   BatchesRepository,
   GenerationsRepository,
@@ -58,8 +58,17 @@ import { GENERATION_QUEUE, WEBHOOK_QUEUE } from './tokens';
 /** Attempts per job: the first run plus retries for worker loss or one out-of-memory. */
 export const JOB_ATTEMPTS = 3;
 const WEBHOOK_ATTEMPTS = 5;
-/** Worker error codes that retrying cannot fix. */
-const FINAL_CODES = new Set(['bad_input', 'engine_unavailable']);
+/**
+ * Error codes that retrying cannot fix: bad input, an engine its worker reports unavailable, and an
+ * image store that stayed unavailable through the supervisor's own storage retries (minutes of them:
+ * a BullMQ retry would only generate the image again to fail the same way).
+ */
+const FINAL_CODES = new Set(['bad_input', 'engine_unavailable', 'storage_unavailable']);
+/** A generation the reconciler had to put back on the queue this many times is settled as failed: something keeps losing it. */
+const MAX_REENQUEUES = 5;
+/** BullMQ states in which a job is still on its way to a worker (or on one). */
+const LIVE_JOB_STATES = new Set(['waiting', 'prioritized', 'active', 'delayed', 'waiting-children']);
+const reenqueuesKey = (id: string) => `flexy:reenqueued:${id}`;
 /** Retried once at most: a job that does it twice is likely its cause (and each poisoned context costs a restart). */
 const ONCE_CODES = new Set(['oom', 'cuda_fatal']);
 
@@ -591,6 +600,77 @@ export class GenerationLifecycle {
     await this.finishGroup(t);
   }
 
+  // ---- the reconciler's ------------------------------------------------------------------------
+
+  /**
+   * The database is the record, Redis the delivery. For a generation the database holds as queued or
+   * running: leaves it alone while BullMQ has a live job for it; otherwise (Redis lost the job in a
+   * crash between AOF fsyncs, a failover to a lagging replica, a flushed instance; or BullMQ failed it
+   * past its stalled limit without the record being settled) puts it back on the queue under the same
+   * job id, so two reconcilers, or a reconciler and the gateway, add it once. Safe to repeat.
+   */
+  async reconcile(g: GenerationWithImages): Promise<'live' | 'enqueued' | 'settled' | 'finished'> {
+    const job = await this.queue.getJob(g.id);
+    const state = job ? await job.getState() : 'missing';
+    if (LIVE_JOB_STATES.has(state)) return 'live';
+    // Read again: the job may have ended (and settled the record) since the scan read it.
+    const current = await this.generations.findById(g.id);
+    if (!current || endingOf(current)) return 'finished';
+    const payload = await this.payloadOf(current);
+    const times = await this.redis.incr(reenqueuesKey(g.id));
+    await this.redis.expire(reenqueuesKey(g.id), 24 * 3600);
+    if (times > MAX_REENQUEUES) {
+      const error = { code: 'worker_lost', message: `lost from the queue ${times - 1} times (BullMQ job ${state}); not put back again`, field: null };
+      await this.settle(payload, { status: 'failed', error });
+      return 'settled';
+    }
+    if (job) await job.remove().catch(() => undefined); // a failed or completed job holds the id
+    await this.generations.markQueued(g.id);
+    await this.emit(g.id, { type: 'queued', position: null });
+    const spec = jobFor(payload);
+    await this.queue.add(spec.name, spec.data, spec.opts);
+    this.logger.warn(`${g.id} was ${current.status} in the database with ${job ? `its BullMQ job ${state}` : 'no BullMQ job'}: put back on the queue`);
+    return 'enqueued';
+  }
+
+  /**
+   * Finishes the sandbox runs and batches still marked running whose members are all terminal (their
+   * last member's settle was lost, or ran before the run was marked). Up to `limit` of each; answers
+   * how many it finished.
+   */
+  async finishStaleGroups(limit: number): Promise<number> {
+    const [runs, batches] = await Promise.all([this.sandboxRuns.running(limit), this.batches.running(limit)]);
+    let finished = 0;
+    for (const id of runs) {
+      if ((await this.generations.activeIds({ sandboxRunId: id })).length === 0 && (await this.sandboxRuns.complete(id))) finished++;
+    }
+    for (const id of batches) {
+      if ((await this.generations.activeIds({ batchId: id })).length === 0 && (await this.batches.complete(id))) finished++;
+    }
+    return finished;
+  }
+
+  /** The job payload of a recorded generation, as accept built it (references found in the image store). */
+  private async payloadOf(g: GenerationWithImages): Promise<GenerateJobPayload> {
+    const references: string[] = [];
+    for (const path of referencePaths(this.images, g.id)) {
+      if (await this.images.exists(path)) references.push(path);
+      else break; // stored in order, all or none
+    }
+    return {
+      generationId: g.id,
+      engine: g.engine as GenerateJobPayload['engine'],
+      params: paramsOf(g),
+      origin: g.origin,
+      references,
+      apiKeyId: g.apiKeyId,
+      sandboxRunId: g.sandboxRunId,
+      batchId: g.batchId,
+      webhookUrl: g.webhookUrl,
+      acceptedAt: g.createdAt.getTime(),
+    };
+  }
+
   /** A sandbox run or batch is completed once none of its members is queued or running. */
   async finishGroup(t: Pick<SettleTarget, 'sandboxRunId' | 'batchId'>): Promise<void> {
     if (t.sandboxRunId && (await this.generations.activeIds({ sandboxRunId: t.sandboxRunId })).length === 0) await this.sandboxRuns.complete(t.sandboxRunId);
@@ -598,6 +678,6 @@ export class GenerationLifecycle {
   }
 
   private emit(id: string, event: GenerationEvent): Promise<void> {
-    return appendGenerationEvent(this.redis, id, event).catch((err: Error) => this.logger.warn(`event for ${id}: ${err.message}`));
+    return appendGenerationEvent(this.redis, id, event).catch((err: Error) => reportRedisError(err, 'generation events'));
   }
 }

@@ -159,6 +159,19 @@ export class GenerationsRepository {
     return counts;
   }
 
+  /**
+   * Queued or running records created before `before`, in id order after `after`, at most `take`
+   * (the reconciler's scan: every promise the database holds that Redis should be delivering).
+   */
+  unfinished(before: Date, options: { after?: string; take: number }): Promise<GenerationWithImages[]> {
+    return this.db.generation.findMany({
+      where: { status: { in: ACTIVE }, createdAt: { lt: before }, ...(options.after ? { id: { gt: options.after } } : {}) },
+      orderBy: { id: 'asc' },
+      take: options.take,
+      include: withImages,
+    });
+  }
+
   /** Ids of the members of a sandbox run or batch that are still queued or running. */
   async activeIds(group: { sandboxRunId: string } | { batchId: string }): Promise<string[]> {
     const rows = await this.db.generation.findMany({ where: { ...group, status: { in: ACTIVE } }, select: { id: true } });

@@ -1,7 +1,7 @@
 import { InjectQueue } from '@nestjs/bullmq';
 import { Inject, Injectable } from '@nestjs/common';
 import { QueueName, readWorkerStatuses, type WorkerStatus } from '@flexy/contracts';
-import { APP_CONFIG, REDIS, reportQueueErrors, type AppConfig } from '@flexy/config';
+import { APP_CONFIG, REDIS, type AppConfig } from '@flexy/config';
 import { ENGINE_CATALOG, ENGINE_IDS, type EngineId } from '@flexy/engines';
 import { isBuiltSnapshot, snapshotState } from '@flexy/hub';
 import { PrismaService } from '@flexy/persistence';
@@ -54,10 +54,7 @@ export class StatusService {
     @Inject(REDIS) private readonly redis: Redis,
     @Inject(APP_CONFIG) private readonly config: AppConfig,
     private readonly prisma: PrismaService,
-  ) {
-    // The gateway's one generation queue: its connection errors go to the outage reporter (once per outage).
-    reportQueueErrors(queue, 'queue generation');
-  }
+  ) {}
 
   async workers(): Promise<WorkerStatus[]> {
     return (await within(readWorkerStatuses(this.redis), CHECK_TIMEOUT_MS, 'Redis (worker status)')).sort((a, b) => a.id.localeCompare(b.id));

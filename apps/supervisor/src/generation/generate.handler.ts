@@ -11,20 +11,26 @@ import {
   type RawImageRef,
   type ResultMessage,
 } from '@flexy/contracts';
-import { REDIS } from '@flexy/config';
+import { APP_CONFIG, REDIS, reportRedisError, type AppConfig } from '@flexy/config';
 import { engineSpec, jobDeadlineMs } from '@flexy/engines';
 import { GenerationLifecycle } from '@flexy/generations';
-import { IMAGE_STORE, ImageStore } from '@flexy/storage';
+import { IMAGE_STORE, ImageStore, type StoredImage } from '@flexy/storage';
 import { UnrecoverableError, WaitingError, type Job } from 'bullmq';
 import type Redis from 'ioredis';
 import sharp from 'sharp';
 import { OnJob } from '../jobs/on-job.decorator';
 import type { InterruptReason } from '../jobs/queue-worker.service';
 import { WorkerPool } from '../workers/worker-pool.service';
-import { WorkerLostError, type RawImage, type WorkerProcess } from '../workers/worker-process';
+import { WorkerInterruptedError, WorkerLostError, type RawImage, type WorkerProcess } from '../workers/worker-process';
 import { encodePng } from './png-encoder';
 
 const PREVIEW_EVERY_STEPS = 4;
+/** Between tries to store a finished image: doubling from the first to the last. */
+const STORE_RETRY_FIRST_MS = 1000;
+const STORE_RETRY_MAX_MS = 30_000;
+
+/** The image store kept failing for IMAGE_STORE_RETRY_MS: an infrastructure failure, not the request's. */
+class StorageUnavailableError extends Error {}
 
 /**
  * Runs one generation: hands it to an idle Python worker, encodes what comes back as PNG with the
@@ -41,6 +47,7 @@ export class GenerateHandler {
     private readonly lifecycle: GenerationLifecycle,
     @Inject(IMAGE_STORE) private readonly images: ImageStore,
     @Inject(REDIS) private readonly redis: Redis,
+    @Inject(APP_CONFIG) private readonly config: AppConfig,
   ) {}
 
   @OnJob(JobName.Generate)
@@ -67,12 +74,19 @@ export class GenerateHandler {
     } catch {
       return this.giveBack(job, token, id, signal?.reason);
     }
-    const onInterrupt = () => worker.cancel(id);
+    // Taken back (shutdown, lost lock): the worker answers `interrupted`, never `cancelled`.
+    const onInterrupt = () => worker.interrupt(id);
     signal?.addEventListener('abort', onInterrupt, { once: true });
     const queueWaitMs = Date.now() - payload.acceptedAt;
     // Heartbeats catch a dead or frozen process; a live one stuck in a kernel is caught here.
     const deadlineMs = jobDeadlineMs(engineSpec(payload.engine), payload.params);
     const deadline = setTimeout(() => worker.kill(`job ${id} passed its ${deadlineMs} ms deadline`), deadlineMs);
+    let released = false;
+    const releaseWorker = () => {
+      clearTimeout(deadline);
+      if (!released) this.pool.release(worker);
+      released = true;
+    };
     try {
       // Concurrent, since every job pays for them. A cancel may have come while the job waited for a worker.
       const [running, references] = await Promise.all([this.lifecycle.start(payload, worker.id), this.loadReferences(payload.references)]);
@@ -95,26 +109,30 @@ export class GenerateHandler {
           if (preview && progress.preview) void this.publishPreview(id, progress.step, progress.preview, preview);
         },
       );
+      // The images are in memory now: storing them (which may have to wait for the image store) needs no worker.
+      releaseWorker();
       if (signal?.aborted) {
         // Finished before the interrupt took effect: keep the result (the write is idempotent).
         if (outcome.result.status === 'succeeded') {
-          const done = await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
+          const done = await this.record(job, payload, outcome.result, outcome.images, queueWaitMs, signal);
           if (signal.reason !== ('lock-lost' satisfies InterruptReason)) return done;
         }
         return await this.giveBack(job, token, id, signal.reason);
       }
-      return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs);
+      return await this.record(job, payload, outcome.result, outcome.images, queueWaitMs, signal);
     } catch (err) {
       if (err instanceof UnrecoverableError || err instanceof WaitingError) throw err;
       if (signal?.aborted) return this.giveBack(job, token, id, signal.reason);
+      // Stopping is not cancelling: a worker stopped from outside (its own SIGTERM, a service stop
+      // that reached it) did not finish the job, and the job goes back without using an attempt.
+      if (err instanceof WorkerInterruptedError) return this.giveBack(job, token, id, 'shutdown', err.message);
       const code = err instanceof WorkerLostError ? 'worker_lost' : 'internal';
       this.logger.warn(`${id} attempt ${job.attemptsMade + 1} failed: ${(err as Error).message}`);
       await this.lifecycle.failAttempt(payload, { code, message: (err as Error).message, field: null }, this.attemptOf(job));
       throw err;
     } finally {
-      clearTimeout(deadline);
       signal?.removeEventListener('abort', onInterrupt);
-      this.pool.release(worker);
+      releaseWorker();
     }
   }
 
@@ -154,7 +172,38 @@ export class GenerateHandler {
     return { made: job.attemptsMade, max: job.opts.attempts ?? 1 };
   }
 
-  private async record(job: Job, p: GenerateJobPayload, result: ResultMessage, raw: RawImage[], queueWaitMs: number): Promise<GenerateJobResult> {
+  /**
+   * Stores one finished image. A failing image store (full, read-only, an NFS mount gone) is the
+   * infrastructure's trouble, not the request's: the image stays in memory and storing is retried
+   * with a backoff for IMAGE_STORE_RETRY_MS (the job keeps its lock meanwhile, so nothing runs it
+   * again), and only then does the job fail as storage_unavailable. An interrupt (shutdown, lost
+   * lock) ends the wait; the job is then handed back.
+   */
+  private async store(id: string, index: number, data: Buffer, signal: AbortSignal | undefined): Promise<StoredImage> {
+    const giveUpAt = Date.now() + this.config.imageStoreRetryMs;
+    let delay = STORE_RETRY_FIRST_MS;
+    let failures = 0;
+    for (;;) {
+      try {
+        const stored = await this.images.put(id, index, 'png', data);
+        if (failures) this.logger.log(`${id}: image ${index} stored after ${failures} failed tries`);
+        return stored;
+      } catch (err) {
+        failures++;
+        const why = (err as Error).message;
+        if (Date.now() + delay > giveUpAt) throw new StorageUnavailableError(`the image store failed for ${Math.round(this.config.imageStoreRetryMs / 1000)} s (${failures} tries): ${why}`);
+        if (failures === 1) this.logger.warn(`${id}: storing image ${index} failed (${why}); retrying for up to ${Math.round(this.config.imageStoreRetryMs / 1000)} s, the image kept in memory`);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, delay);
+          signal?.addEventListener('abort', () => (clearTimeout(timer), resolve()), { once: true });
+        });
+        if (signal?.aborted) throw err;
+        delay = Math.min(delay * 2, STORE_RETRY_MAX_MS);
+      }
+    }
+  }
+
+  private async record(job: Job, p: GenerateJobPayload, result: ResultMessage, raw: RawImage[], queueWaitMs: number, signal?: AbortSignal): Promise<GenerateJobResult> {
     const id = p.generationId;
     if (result.status === 'cancelled') {
       await this.lifecycle.cancelled(p);
@@ -168,7 +217,7 @@ export class GenerateHandler {
     }
 
     const encodeStart = performance.now();
-    const stored = await Promise.all(
+    const storing = Promise.all(
       raw.map(async (image) => {
         const png = await encodePng(image, {
           prompt: p.params.prompt,
@@ -182,10 +231,18 @@ export class GenerateHandler {
           weights: result.weights ?? '',
           generation_id: id,
         });
-        const file = await this.images.put(id, image.index, 'png', png.data);
+        const file = await this.store(id, image.index, png.data, signal);
         return { index: image.index, path: file.path, format: 'png', width: image.ref.width, height: image.ref.height, bytes: file.bytes, sha256: png.sha256 };
       }),
     );
+    let stored: Awaited<typeof storing>;
+    try {
+      stored = await storing;
+    } catch (err) {
+      if (!(err instanceof StorageUnavailableError)) throw err;
+      await this.lifecycle.failAttempt(p, { code: 'storage_unavailable', message: err.message, field: null }, this.attemptOf(job));
+      throw new UnrecoverableError(`storage_unavailable: ${err.message}`);
+    }
     const encodeStoreMs = performance.now() - encodeStart;
     const t = result.timings;
     await this.lifecycle.succeed(p, {
@@ -206,7 +263,8 @@ export class GenerateHandler {
   }
 
   private event(id: string, event: GenerationEvent): Promise<void> {
-    return appendGenerationEvent(this.redis, id, event).catch((err) => this.logger.warn(`event for ${id}: ${err.message}`));
+    // While Redis is away every step's event fails alike: one line per outage, not one per step.
+    return appendGenerationEvent(this.redis, id, event).catch((err: Error) => reportRedisError(err, 'generation events'));
   }
 
   private async publishPreview(id: string, step: number, ref: { width: number; height: number }, pixels: Buffer) {
