@@ -142,8 +142,10 @@ it('15. a Sentinel failover mid-run, to a replica that missed the last writes: t
       expect(lost).toEqual([]);
       const sup = stack.supervisors[0];
       // Which jobs the new master lacked, as the reconciler found them (it says so for each one it puts back).
-      const missing = unseen.filter((id) => sup.output.some((l) => l.includes(`${id} was queued in the database with no BullMQ job`))).length;
-      expect(missing).toBeGreaterThan(0);
+      const missing = await poll('the reconciler\'s word on the jobs the new master lacked', async () => {
+        const n = unseen.filter((id) => sup.output.some((l) => l.includes(`${id} was queued in the database with no BullMQ job`))).length;
+        return n > 0 ? n : null;
+      }, 30_000, 100);
       Object.assign(row, {
         outcome:
           `the Sentinels promoted the replica ${((promotedAt - t0) / 1000).toFixed(1)} s after the kill; gateway and supervisor followed it through REDIS_URL=redis-sentinel://…; ` +

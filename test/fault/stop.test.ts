@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort, manage, MODELS_DIR, ROOT, type ManagedProcess } from '../support/stack';
-import { LONG, linesMatching, lostJobs, nextLine, poll, recordScenario, resetMeasurements, writeReport } from './fault-tools';
+import { LONG, linesMatching, lostJobs, nextLine, poll, recordScenario, resetMeasurements, waitForLines, writeReport } from './fault-tools';
 
 /**
  * Scenarios 11 and 12: the service as an operator runs it (`npm start`) and stops it — a signal to
@@ -75,7 +75,9 @@ async function stopService(service: ManagedProcess, how: 'group' | 'npm', id: st
   else process.kill(service.child.pid!, 'SIGTERM');
   const { at } = await handedBack;
   await poll('every process of the service to exit', async () => serviceProcesses().length === 0, GRACE_MS + 60_000, 100);
-  return { backMs: at - t0, goneMs: Date.now() - t0 };
+  const goneMs = Date.now() - t0;
+  await service.exited(); // and all it printed read
+  return { backMs: at - t0, goneMs };
 }
 
 beforeAll(async () => {
@@ -103,8 +105,8 @@ async function restartAndFinish(service: ManagedProcess, id: string) {
   await poll(`${id} to finish after the restart`, async () => !['queued', 'running'].includes((await status(id)).status), 300_000, 200);
   const finishedAt = Date.now();
   expect((await status(id)).status).toBe('succeeded');
-  const runs = [...service.output, ...restarted.output].filter((l) => new RegExp(`job=${id} succeeded`).test(l));
-  expect(runs).toHaveLength(1);
+  await waitForLines(restarted, new RegExp(`job=${id} succeeded`), 1);
+  expect([...service.output, ...restarted.output].filter((l) => new RegExp(`job=${id} succeeded`).test(l))).toHaveLength(1);
   expect(linesMatching(service, new RegExp(`job=${id} (cancelled|interrupted)`)).filter((l) => !/interrupted/.test(l))).toEqual([]);
   const queue = new Queue(QueueName.Generation, { connection: { url: redisUrlOf(restarted), maxRetriesPerRequest: null } });
   queue.on('error', () => undefined);

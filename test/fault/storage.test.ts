@@ -4,7 +4,7 @@ import { stopProcess, type ManagedProcess } from '../support/stack';
 import {
   create,
   finished,
-  linesMatching,
+  waitForLines,
   lossLook,
   lostJobs,
   makeReadOnly,
@@ -51,7 +51,7 @@ afterAll(async () => {
 });
 
 /** How many times the worker ran each job to the end (a storage retry must not run it again). */
-const runs = (p: ManagedProcess, id: string) => linesMatching(p, new RegExp(`job=${id} succeeded`)).length;
+const runs = async (p: ManagedProcess, id: string) => (await waitForLines(p, new RegExp(`job=${id} succeeded`), 1)).length;
 
 it('18. the image store read-only for 30 s: images kept and stored once it is back, none generated twice; past the window, storage_unavailable', async () => {
   await recordScenario(FILE, '18. image store read-only for 30 s (then, with a 4 s window, read-only for longer)', async (row) => {
@@ -71,7 +71,7 @@ it('18. the image store read-only for 30 s: images kept and stored once it is ba
     const { at } = await noticed;
     for (const id of ids) expect((await finished(stack, id, 180_000)).status).toBe('succeeded');
     const doneAt = Date.now();
-    for (const id of ids) expect(runs(sup, id)).toBe(1);
+    for (const id of ids) expect(await runs(sup, id)).toBe(1);
     const lost = await lostJobs(lossLook(stack), ids);
     expect(lost).toEqual([]);
 
@@ -89,7 +89,7 @@ it('18. the image store read-only for 30 s: images kept and stored once it is ba
     } finally {
       undoAgain();
     }
-    expect(runs(short, refused)).toBe(1);
+    expect(await runs(short, refused)).toBe(1);
     const all = await lostJobs(lossLook(stack), [...ids, refused], { expectedFailures: new Map([[refused, 'storage_unavailable']]) });
     row.jobsLost = all.length;
     expect(all).toEqual([]);

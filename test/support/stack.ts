@@ -48,8 +48,10 @@ export function manage(name: string, cmd: string, args: string[], env: NodeJS.Pr
       }
     });
   }
+  // 'close', not 'exit': by then every line the process wrote has been read (a test that checks the
+  // output after the exit sees all of it).
   const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((res) =>
-    child.on('exit', (code, signal) => {
+    child.on('close', (code, signal) => {
       logFile.end();
       res({ code, signal });
     }),
