@@ -86,7 +86,7 @@ describe('configuration schema', () => {
     [{ SSE_MAX_STREAMS_PER_KEY: '0' }, 'SSE_MAX_STREAMS_PER_KEY must be an integer from 1 to 10000, got "0"'],
     [{ WORKER_DEVICE_MEMORY_GB: 'lots' }, 'WORKER_DEVICE_MEMORY_GB must be a number > 0 and ≤ 4096 (GiB), got "lots"'],
     [{ HOST: 'not a host' }, 'HOST must be an IP address or a host name, got "not a host"'],
-    [{ REDIS_URL: 'localhost:6379' }, 'REDIS_URL must be a URL starting with redis:// or rediss://, got "localhost:6379"'],
+    [{ REDIS_URL: 'localhost:6379' }, 'REDIS_URL must be a URL starting with redis:// or rediss://, or redis-sentinel://host:port,host:port,…/<master name>, got "localhost:6379"'],
     [{ DATABASE_URL: 'mysql://db/flexy' }, 'DATABASE_URL must be a URL starting with file: or postgres:// or postgresql://, got "mysql://db/flexy"'],
     [{ WORKER_DEVICES: 'gpu' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "gpu"'],
     [{ WORKER_DEVICES: '0+' }, 'WORKER_DEVICES must be auto, cpu, or a comma-separated list of GPU indices such as 0,1, where + joins GPUs into one worker (0+1,2+3), got "0+"'],
