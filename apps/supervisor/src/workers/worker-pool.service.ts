@@ -65,7 +65,7 @@ export function workerEnvironment(config: AppConfig, device: WorkerDevice, prelo
  * worker that reports the engine unavailable comes last.
  */
 export function residencyScore(worker: WorkerProcess, engine: string): number {
-  if (worker.engines.some((e) => e.engine === engine && e.state === 'unavailable')) return -1;
+  if (worker.engines?.some((e) => e.engine === engine && e.state === 'unavailable')) return -1;
   const held = worker.residency?.engines.find((e) => e.engine === engine);
   return held ? (held.location === 'device' ? 2 : 1) : 0;
 }

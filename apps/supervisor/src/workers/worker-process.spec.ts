@@ -22,4 +22,10 @@ describe("a worker's residency between its reports", () => {
     expect(withEngineOnDevice(report, 'sd3_medium').engines).toEqual([{ engine: 'sd3_medium', location: 'device', bytes: 10 }]);
     expect(withEngineOnDevice(null, 'realvis_xl').engines).toEqual([{ engine: 'realvis_xl', location: 'device', bytes: 0 }]);
   });
+
+  it('puts a worker that reports the engine unavailable last, whatever it holds', () => {
+    const engines = [{ engine: 'flux1_dev', weights: 'demo', revision: 'r', state: 'unavailable', reason: 'a file is truncated', retry_at: 1 }] as const;
+    expect(residencyScore({ residency: withEngineOnDevice(report, 'flux1_dev'), engines } as unknown as WorkerProcess, 'flux1_dev')).toBe(-1);
+    expect(residencyScore({ residency: report, engines } as unknown as WorkerProcess, 'sd3_medium')).toBe(1);
+  });
 });
