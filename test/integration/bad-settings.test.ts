@@ -44,7 +44,7 @@ const BAD_SETTINGS: Array<[string, NodeJS.ProcessEnv, string]> = [
   ['open access on a public interface', { HOST: '0.0.0.0', AUTH_MODE: 'open' }, 'AUTH_MODE=open is only allowed on a loopback HOST'],
   ['the development webhook secret on a public interface', { HOST: '0.0.0.0' }, 'WEBHOOK_SECRET must be set to at least 32 bytes off loopback (HOST is 0.0.0.0)'],
   ['a body limit written with a unit', { MAX_BODY_BYTES: '64mb' }, 'MAX_BODY_BYTES must be an integer from 1048576 to 1073741824 (bytes), got "64mb"'],
-  ['a Redis address without its scheme', { REDIS_URL: '127.0.0.1:6379' }, 'REDIS_URL must be a URL starting with redis:// or rediss://, got "127.0.0.1:6379"'],
+  ['a Redis address without its scheme', { REDIS_URL: '127.0.0.1:6379' }, 'REDIS_URL must be a URL starting with redis:// or rediss://, or redis-sentinel://host:port,host:port,…/<master name>, got "127.0.0.1:6379"'],
   ['an unsupported database', { DATABASE_URL: 'mysql://db/flexy' }, 'DATABASE_URL must be a URL starting with file: or postgres:// or postgresql://'],
   ['an engine that does not exist', { WORKER_PRELOAD: 'flux1_dev,flux9' }, 'WORKER_PRELOAD must be a comma-separated list of engine ids'],
   ['a timeout below the heartbeat interval', { WORKER_HEARTBEAT_INTERVAL_MS: '5000', WORKER_HEARTBEAT_TIMEOUT_MS: '4000' }, 'WORKER_HEARTBEAT_TIMEOUT_MS (4000) must exceed WORKER_HEARTBEAT_INTERVAL_MS (5000)'],
