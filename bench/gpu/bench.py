@@ -1352,20 +1352,7 @@ def suite_flux2_fast_attn(args, rec: Recorder, device: torch.device) -> None:
     cuda = device.type == "cuda"
 
     def timed_ms(fn, reps: int = 20) -> float:
-        for _ in range(3):
-            fn()
-        sync(device)
-        if not cuda:
-            return wall(fn, device)[0] * 1000
-        times = []
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        return statistics.median(times)
+        return _timed_ms(fn, device, reps)
 
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel

@@ -34,9 +34,7 @@ import gc
 import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +48,7 @@ sys.path.insert(0, str(ROOT / "worker-python"))
 import torch  # noqa: E402
 
 import models as M  # noqa: E402
+from flexy_worker.demo_snapshots import staged_folder  # noqa: E402
 
 MARKER_FILE = "flexyface-demo.json"  # the worker's and the models CLI's marker of built snapshots
 SHARED_DIR = ".random-shared"
@@ -270,13 +269,9 @@ def _shared_part(part: Part, models_dir: Path, device: torch.device, tiny: bool,
     if (folder / "config.json").exists():
         log(f"  {part.config}: reusing {folder.relative_to(models_dir)}")
         return folder
-    staging = Path(tempfile.mkdtemp(prefix=f".{part.config}-", dir=folder.parent))
-    try:
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with staged_folder(folder, prefix=part.config) as staging:
         write_part(part, staging, device, tiny)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 
@@ -303,9 +298,8 @@ def build_engine(engine_id: str, local_dir: str, models_dir: Path, device: torch
     if not quantize:  # a CPU worker can load it (the GPU tier's reduced run on a CPU)
         spec.parts = {name: part.plain() for name, part in spec.parts.items()}
     (models_dir / SHARED_DIR).mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{local_dir}-", dir=models_dir))
     started = time.perf_counter()
-    try:
+    with staged_folder(target) as staging:
         index: dict[str, Any] = {"_class_name": spec.pipeline_class, "_diffusers_version": diffusers.__version__,
                                  **spec.index_extras}  # fmt: skip
         components: dict[str, Any] = {}
@@ -345,12 +339,6 @@ def build_engine(engine_id: str, local_dir: str, models_dir: Path, device: torch
             "device": str(device),
         }
         (staging / MARKER_FILE).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     log(f"{engine_id}: {marker['bytes'] / GB:.2f} GB at {target} in {marker['seconds']} s ({marker['revision']})")
     return marker
 

@@ -4,27 +4,9 @@ import { Queue } from 'bullmq';
 import sharp from 'sharp';
 import { api, startStack, waitForGeneration, type Stack } from '../support/stack';
 import { readSse } from '../support/sse';
+import { BRIEF_GENERATE, BRIEF_NERD_SANDBOX } from '../support/brief-requests';
 
 jest.setTimeout(600_000);
-
-/** The PromptPics app's two requests, exactly as the brief gives them. */
-const BRIEF_GENERATE = {
-  prompt: "ultra realistic portrait of a corgi astronaut with legible mission patch text 'PROMPTPICS', studio lighting",
-  engine: 'flux2_dev_4bit',
-  seed: 42,
-  steps: 24,
-  guidance: 4.0,
-  width: 768,
-  height: 768,
-};
-const BRIEF_NERD_SANDBOX = {
-  prompt: "infographic-style poster that says 'PROMPTPICS PRESENTS' in big text, plus a realistic photo panel and a cartoon panel",
-  seed: 123,
-  steps: 24,
-  guidance: 4.0,
-  width: 768,
-  height: 768,
-};
 
 let stack: Stack;
 beforeAll(async () => {

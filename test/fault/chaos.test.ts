@@ -4,21 +4,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { api, MODELS_DIR, ROOT, type ManagedProcess } from '../support/stack';
 import {
-  FAST_SUPERVISOR_ENV,
+  type FaultStack,
   isAlive,
   lossLook,
   lostJobs,
   makeReadOnly,
   poll,
   recordScenario,
-  resetMeasurements,
+  reportMeasurements,
   restartRedis,
   sleep,
   startFaultStack,
   startSupervisor,
   workerPid,
-  writeReport,
-  type FaultStack,
 } from './fault-tools';
 
 /**
@@ -64,8 +62,9 @@ let modelsDir: string;
 const hosts: Record<string, { sup: ManagedProcess; restarting: Promise<void> | null }> = {};
 const SUPERVISOR_ENV = { IMAGE_STORE_RETRY_MS: '180000', FLEXY_ENGINE_CHECK_SECONDS: '1' };
 
+reportMeasurements(FILE);
+
 beforeAll(async () => {
-  resetMeasurements(FILE);
   modelsDir = mkdtempSync(join(tmpdir(), 'flexy-chaos-models-'));
   cpSync(MODELS_DIR, modelsDir, { recursive: true });
   execFileSync(join(ROOT, 'worker-python/.venv/bin/python'), ['-m', 'flexy_worker.demo_snapshots', '--out', modelsDir], { cwd: join(ROOT, 'worker-python'), stdio: 'ignore' });
@@ -78,7 +77,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(Object.values(hosts).map((h) => h.restarting?.catch(() => undefined)));
   await stack?.stop();
-  writeReport();
   if (modelsDir) rmSync(modelsDir, { recursive: true, force: true });
 });
 

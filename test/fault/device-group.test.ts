@@ -4,8 +4,10 @@ import { createKey } from '../support/keys';
 import {
   create,
   ENGINE,
+  type FaultStack,
   finished,
   isAlive,
+  MEDIUM,
   midRun,
   nextLine,
   poll,
@@ -15,7 +17,6 @@ import {
   TINY,
   waitForRestartedWorker,
   workerPid,
-  type FaultStack,
 } from './fault-tools';
 import type { ManagedProcess } from '../support/stack';
 
@@ -27,7 +28,6 @@ import type { ManagedProcess } from '../support/stack';
  */
 
 /** Long enough that the kill lands mid-job; FLUX.1's 16x16 tokens split evenly across two ranks. */
-const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
 
 jest.setTimeout(300_000);
 

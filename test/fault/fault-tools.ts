@@ -35,6 +35,8 @@ export const FAST_SUPERVISOR_ENV: NodeJS.ProcessEnv = {
 export const ENGINE = 'flux1_dev';
 /** About 0.1 s of worker time on this machine. */
 export const TINY = { engine: ENGINE, steps: 1, width: 64, height: 64 } as const;
+/** A few seconds of steps: a kill at step 2 lands mid-run. */
+export const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
 /** About ten seconds of steps: outlasts the grace period and the lock checks. */
 export const LONG = { engine: ENGINE, steps: 100, width: 768, height: 768 } as const;
 
@@ -306,6 +308,14 @@ export async function finished(stack: Stack, id: string, timeoutMs = 180_000) {
   }, timeoutMs, 100);
 }
 
+/** Waits for the generation to end, and checks that it failed with `code` (and a message matching `message`). */
+export async function expectFailure(stack: Stack, id: string, code: string, message?: RegExp) {
+  const g = await finished(stack, id);
+  expect({ status: g.status, code: g.error?.code }).toEqual({ status: 'failed', code });
+  if (message) expect(g.error.message).toMatch(message);
+  return g;
+}
+
 /** Waits until the job has reported at least `step` denoising steps: it is mid-run on a worker. */
 export async function midRun(stack: FaultStack, id: string, step = 2, timeoutMs = 120_000): Promise<void> {
   await poll(`${id} to reach step ${step}`, async () => {
@@ -430,6 +440,18 @@ export async function recordScenario(file: string, scenario: string, body: (row:
     throw err;
   }
   measure(file, row);
+}
+
+/** Puts the computed loss figure on the row; a scenario that lost a job then fails, its row kept. */
+export function countLoss(row: Measurement, lost: LostJob[]): void {
+  row.jobsLost = lost.length;
+  expect(lost).toEqual([]);
+}
+
+/** A test file's measurements: cleared before its scenarios, and the table rewritten after them. */
+export function reportMeasurements(file: string): void {
+  beforeAll(() => resetMeasurements(file));
+  afterAll(() => writeReport());
 }
 
 const RESULTS_DIR = join(ROOT, 'test-artifacts/fault');

@@ -1,24 +1,25 @@
 import { api, stopProcess, type ManagedProcess } from '../support/stack';
 import {
+  countLoss,
   create,
   FAST_SUPERVISOR_ENV,
+  type FaultStack,
   finished,
   LONG,
   lossLook,
   lostJobs,
+  MEDIUM,
   midRun,
   nextLine,
   poll,
   recordScenario,
-  resetMeasurements,
+  reportMeasurements,
   restartGateway,
   restartRedis,
   sleep,
   startFaultStack,
   startSupervisor,
   TINY,
-  writeReport,
-  type FaultStack,
 } from './fault-tools';
 
 /**
@@ -32,21 +33,19 @@ jest.setTimeout(600_000);
 const FILE = 'redis';
 const LOCK_MS = Number(FAST_SUPERVISOR_ENV.QUEUE_LOCK_DURATION_MS);
 const RECONCILE_MS = Number(FAST_SUPERVISOR_ENV.RECONCILE_INTERVAL_MS);
-/** A few seconds of steps. */
-const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
 
 let stack: FaultStack;
 let sup: ManagedProcess;
 
+reportMeasurements(FILE);
+
 beforeAll(async () => {
-  resetMeasurements(FILE);
   stack = await startFaultStack();
   sup = await startSupervisor(stack, 'host-a');
 }, 300_000);
 
 afterAll(async () => {
   await stack?.stop();
-  writeReport();
 });
 
 /** Every id finished (whatever its status), then what was lost. */
@@ -69,8 +68,7 @@ it('13. Redis killed (SIGKILL) mid-run with AOF, then restarted: nothing lost, e
     expect(refused).toBe(503);
     const lost = await settle(ids);
     const doneAt = Date.now();
-    row.jobsLost = lost.length;
-    expect(lost).toEqual([]);
+    countLoss(row, lost);
     for (const id of ids) expect((await stack.db.generation.findUniqueOrThrow({ where: { id } })).status).toBe('succeeded');
     // One line per outage, not one per retry.
     expect(sup.output.filter((l) => /Redis unreachable/.test(l)).length).toBeLessThanOrEqual(2);
@@ -110,8 +108,7 @@ it('14. Redis data lost while the service is down: the reconciler puts every acc
     const at = Date.now();
     const lost = await settle(ids);
     const doneAt = Date.now();
-    row.jobsLost = lost.length;
-    expect(lost).toEqual([]);
+    countLoss(row, lost);
     await poll('the sandbox run and the batch completed', async () => {
       const [r, b] = await Promise.all([api(stack, 'GET', `/v1/sandbox-runs/${run.json.id}`), api(stack, 'GET', `/v1/batches/${batch.json.id}`)]);
       return r.json.status === 'completed' && b.json.status === 'completed';
@@ -161,8 +158,7 @@ it('16. Redis stalled (SIGSTOP) longer than the job lock: readiness says 503 pro
     await poll('readiness back', async () => (await api(stack, 'GET', '/health/ready')).status === 200, 60_000, 200);
     const lost = await settle([id]);
     const doneAt = Date.now();
-    row.jobsLost = lost.length;
-    expect(lost).toEqual([]);
+    countLoss(row, lost);
     const g = await stack.db.generation.findUniqueOrThrow({ where: { id }, include: { images: true } });
     expect(g.status).toBe('succeeded');
     expect(g.images).toHaveLength(1);

@@ -2,11 +2,23 @@ import { QueueName } from '@flexy/contracts';
 import { createDatabaseClient, type DatabaseClient } from '@flexy/persistence';
 import { Queue } from 'bullmq';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort, manage, MODELS_DIR, ROOT, type ManagedProcess } from '../support/stack';
-import { LONG, linesMatching, lostJobs, nextLine, poll, recordScenario, resetMeasurements, waitForLines, writeReport } from './fault-tools';
+import { npmServiceProcesses, startNpmService } from '../support/npm-service';
+import { freePort, type ManagedProcess } from '../support/stack';
+import {
+  countLoss,
+  linesMatching,
+  LONG,
+  lostJobs,
+  nextLine,
+  poll,
+  recordScenario,
+  reportMeasurements,
+  waitForLines,
+  type Measurement,
+} from './fault-tools';
 
 /**
  * Scenarios 11 and 12: the service as an operator runs it (`npm start`) and stops it — a signal to
@@ -24,30 +36,12 @@ const GRACE_MS = 3000;
 const STOP_MARGIN_MS = 6000;
 
 const dataDir = mkdtempSync(join(tmpdir(), 'flexy-stop-'));
-const marker = `FLEXY_TEST_MARKER=${dataDir}`;
 let port: number;
 let db: DatabaseClient;
 
-/** Every process whose environment carries this run's marker (all of npm start's descendants do). */
-function serviceProcesses(): number[] {
-  const pids: number[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      if (readFileSync(`/proc/${entry}/environ`, 'latin1').includes(marker)) pids.push(Number(entry));
-    } catch {
-      // ended while we looked
-    }
-  }
-  return pids;
-}
-
 /** `npm start` in a process group of its own (as in a terminal), on this file's data folder. */
 async function startService(): Promise<ManagedProcess> {
-  const env: NodeJS.ProcessEnv = { ...process.env, DATA_DIR: dataDir, MODELS_DIR, PORT: String(port), FLEXY_TEST_MARKER: dataDir, SUPERVISOR_GRACE_MS: String(GRACE_MS), OMP_NUM_THREADS: '1', DEMO_SNAPSHOTS: 'off' };
-  delete env.REDIS_URL;
-  delete env.DATABASE_URL;
-  const service = manage('npm-start', 'npm', ['start'], env, ROOT, { ownProcessGroup: true });
+  const service = startNpmService(dataDir, port, { SUPERVISOR_GRACE_MS: String(GRACE_MS), OMP_NUM_THREADS: '1', DEMO_SNAPSHOTS: 'off' });
   await service.waitFor(/ready: http:\/\/127\.0\.0\.1/, 300_000);
   await poll('a serving worker', async () => (await fetch(`http://127.0.0.1:${port}/health/ready`)).status === 200, 300_000, 200);
   return service;
@@ -74,22 +68,22 @@ async function stopService(service: ManagedProcess, how: 'group' | 'npm', id: st
   if (how === 'group') process.kill(-service.child.pid!, 'SIGINT');
   else process.kill(service.child.pid!, 'SIGTERM');
   const { at } = await handedBack;
-  await poll('every process of the service to exit', async () => serviceProcesses().length === 0, GRACE_MS + 60_000, 100);
+  await poll('every process of the service to exit', async () => npmServiceProcesses(dataDir).length === 0, GRACE_MS + 60_000, 100);
   const goneMs = Date.now() - t0;
   await service.exited(); // and all it printed read
   return { backMs: at - t0, goneMs };
 }
 
+reportMeasurements(FILE);
+
 beforeAll(async () => {
-  resetMeasurements(FILE);
   port = await freePort();
   db = createDatabaseClient(`file:${join(dataDir, 'flexyface.db')}`);
 });
 
 afterAll(async () => {
   await db?.$disconnect().catch(() => undefined);
-  for (const pid of serviceProcesses()) spawn('kill', ['-9', String(pid)]);
-  writeReport();
+  for (const pid of npmServiceProcesses(dataDir)) spawn('kill', ['-9', String(pid)]);
   rmSync(dataDir, { recursive: true, force: true });
 });
 
@@ -125,48 +119,48 @@ function redisUrlOf(service: ManagedProcess): string {
 
 let service: ManagedProcess;
 
+/**
+ * Starts a long job, stops the service mid-run (`how`), checks the stopped service's log (`checkStop`),
+ * then starts the service again on the same data: the job must have been put back and run once.
+ */
+async function stopMidJobThenRestart(row: Measurement, prompt: string, how: 'group' | 'npm', checkStop: (stopped: ManagedProcess) => void) {
+  const id = await createLong(prompt);
+  await poll(`${id} running`, async () => (await status(id)).status === 'running', 120_000, 100);
+  const t0 = Date.now();
+  const { backMs, goneMs } = await stopService(service, how, id);
+  expect(goneMs).toBeLessThan(GRACE_MS + STOP_MARGIN_MS);
+  checkStop(service);
+  await expectPutBack(id);
+  const { restarted, finishedAt, lost } = await restartAndFinish(service, id);
+  service = restarted;
+  countLoss(row, lost);
+  return { goneMs, detectionMs: backMs, recoveryMs: finishedAt - t0 };
+}
+
 it('11. a group stop (Ctrl-C) mid-job puts the job back, ends every process within the grace period plus a few seconds, and the job runs once after a restart', async () => {
   await recordScenario(FILE, '11. group stop (SIGINT to the process group) mid-job, then restart', async (row) => {
     service = await startService();
-    const id = await createLong('group stop mid-job');
-    await poll(`${id} running`, async () => (await status(id)).status === 'running', 120_000, 100);
-    const t0 = Date.now();
-    const { backMs, goneMs } = await stopService(service, 'group', id);
-    expect(goneMs).toBeLessThan(GRACE_MS + STOP_MARGIN_MS);
-    expect(linesMatching(service, /restarting .* in \d+ ms/)).toEqual([]); // no worker restart once stopping
-    expect(linesMatching(service, /Redis unreachable/).length).toBeLessThanOrEqual(2); // one line per process at most
-    await expectPutBack(id);
-    const { restarted, finishedAt, lost } = await restartAndFinish(service, id);
-    service = restarted;
-    row.jobsLost = lost.length;
-    expect(lost).toEqual([]);
+    const { goneMs, ...times } = await stopMidJobThenRestart(row, 'group stop mid-job', 'group', (stopped) => {
+      expect(linesMatching(stopped, /restarting .* in \d+ ms/)).toEqual([]); // no worker restart once stopping
+      expect(linesMatching(stopped, /Redis unreachable/).length).toBeLessThanOrEqual(2); // one line per process at most
+    });
     Object.assign(row, {
       outcome: `job put back (\`queued\`, never \`cancelled\`) after the ${GRACE_MS} ms grace; no worker restart; every process gone ${(goneMs / 1000).toFixed(1)} s after the signal; after \`npm start\` again it ran once and succeeded`,
-      detectionMs: backMs,
-      recoveryMs: finishedAt - t0,
+      ...times,
     });
   });
 });
 
 it('12. SIGTERM to npm alone stops the whole service the same way', async () => {
   await recordScenario(FILE, '12. SIGTERM to the `npm start` process alone mid-job, then restart', async (row) => {
-    const id = await createLong('npm pid stop mid-job');
-    await poll(`${id} running`, async () => (await status(id)).status === 'running', 120_000, 100);
-    const t0 = Date.now();
-    const { backMs, goneMs } = await stopService(service, 'npm', id);
-    expect(goneMs).toBeLessThan(GRACE_MS + STOP_MARGIN_MS);
-    expect(linesMatching(service, /npm stopped; stopping the service/)).toHaveLength(1);
-    await expectPutBack(id);
-    const { restarted, finishedAt, lost } = await restartAndFinish(service, id);
-    service = restarted;
-    row.jobsLost = lost.length;
-    expect(lost).toEqual([]);
+    const { goneMs, ...times } = await stopMidJobThenRestart(row, 'npm pid stop mid-job', 'npm', (stopped) => {
+      expect(linesMatching(stopped, /npm stopped; stopping the service/)).toHaveLength(1);
+    });
     Object.assign(row, {
       outcome: `npm exited; \`scripts/start.mjs\` saw its parent go and stopped everything (no orphan) ${(goneMs / 1000).toFixed(1)} s after the signal; job put back and, after a restart, run once`,
-      detectionMs: backMs,
-      recoveryMs: finishedAt - t0,
+      ...times,
     });
     process.kill(-service.child.pid!, 'SIGINT');
-    await poll('the last service to exit', async () => serviceProcesses().length === 0, GRACE_MS + 60_000, 100);
+    await poll('the last service to exit', async () => npmServiceProcesses(dataDir).length === 0, GRACE_MS + 60_000, 100);
   });
 });

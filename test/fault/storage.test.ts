@@ -3,21 +3,21 @@ import { join } from 'node:path';
 import { stopProcess, type ManagedProcess } from '../support/stack';
 import {
   create,
+  type FaultStack,
   finished,
-  waitForLines,
   lossLook,
   lostJobs,
   makeReadOnly,
+  MEDIUM,
   midRun,
   nextLine,
   recordScenario,
-  resetMeasurements,
+  reportMeasurements,
   sleep,
   startFaultStack,
   startSupervisor,
   TINY,
-  writeReport,
-  type FaultStack,
+  waitForLines,
 } from './fault-tools';
 
 /**
@@ -31,14 +31,14 @@ jest.setTimeout(600_000);
 const FILE = 'storage';
 const OUTAGE_MS = 30_000;
 const SHORT_WINDOW_MS = 4000;
-const MEDIUM = { ...TINY, steps: 40, width: 256, height: 256 } as const;
 
 let stack: FaultStack;
 let sup: ManagedProcess;
 let imagesDir: string;
 
+reportMeasurements(FILE);
+
 beforeAll(async () => {
-  resetMeasurements(FILE);
   stack = await startFaultStack();
   imagesDir = join(stack.dataDir, 'images');
   mkdirSync(imagesDir, { recursive: true });
@@ -47,7 +47,6 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await stack?.stop();
-  writeReport();
 });
 
 /** How many times the worker ran each job to the end (a storage retry must not run it again). */

@@ -40,6 +40,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { ENGINE_CATALOG, ENGINE_IDS, type EngineId } from '@flexy/engines';
 import { api, freePort, ROOT, startStack, stopProcess, type ManagedProcess, type Stack } from '../support/stack';
+import { BRIEF_NERD_SANDBOX as NERD_SANDBOX } from '../support/brief-requests';
 import { readSse } from '../support/sse';
 
 const GB = 1e9;
@@ -47,14 +48,6 @@ const PRELOAD: EngineId[] = ['flux2_dev_4bit', 'flux1_dev', 'sd3_medium'];
 const CAPPED: EngineId[] = ['flux2_dev_4bit', 'sd3_medium', 'realvis_xl'];
 const FAST_PATH_ENGINE: EngineId = 'sd3_medium';
 const PROMPT = 'a lighthouse at dawn, oil painting, detailed';
-const NERD_SANDBOX = {
-  prompt: "infographic-style poster that says 'PROMPTPICS PRESENTS' in big text, plus a realistic photo panel and a cartoon panel",
-  seed: 123,
-  steps: 24,
-  guidance: 4.0,
-  width: 768,
-  height: 768,
-};
 
 interface Gpu {
   index: string;

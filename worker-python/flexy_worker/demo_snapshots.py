@@ -17,6 +17,7 @@ Builds are deterministic: same code and library versions give byte-identical fil
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -645,6 +646,22 @@ def write_snapshot(engine_id: str, snapshot: Snapshot, target: Path) -> dict[str
     return marker
 
 
+@contextlib.contextmanager
+def staged_folder(target: Path, prefix: str | None = None):
+    """A fresh folder beside target to write into. When the block ends well it takes target's place
+    in one rename (a reader sees the old folder or the whole new one, never half); when it raises, the
+    folder is removed and target is left as it was."""
+    staging = Path(tempfile.mkdtemp(prefix=f".{prefix or target.name}-", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def build_snapshot(engine_id: str, local_dir: str, models_dir: Path, force: bool = False) -> dict[str, Any]:
     """Build one snapshot into models_dir/local_dir atomically; an existing demo snapshot is kept
     unless force is set, and a folder holding real weights is never overwritten."""
@@ -662,15 +679,8 @@ def build_snapshot(engine_id: str, local_dir: str, models_dir: Path, force: bool
                 os.replace(staged, marker_path)
             return marker
     models_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{local_dir}-", dir=models_dir))
-    try:
+    with staged_folder(target) as staging:
         marker = write_snapshot(engine_id, SNAPSHOT_BUILDERS[engine_id](), staging)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return marker
 
 

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from flexy_worker import acceleration as acc
+from tiny_models import tiny_flux2_transformer
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -144,17 +145,6 @@ def test_fp8_linear_gemm_options():
     assert acc._bias_fusable(b, torch.bfloat16)
 
 
-def _tiny_flux2():
-    from diffusers import Flux2Transformer2DModel
-
-    torch.manual_seed(3)
-    return Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=16,
-        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=16, mlp_ratio=3.0,
-        axes_dims_rope=(4, 4, 4, 4), guidance_embeds=True,
-    ).eval()  # fmt: skip
-
-
 def _flux2_inputs(seed: int = 4, timestep: float = 0.5):
     g = torch.Generator().manual_seed(seed)
     tokens, text = 16, 8
@@ -171,7 +161,7 @@ def _flux2_inputs(seed: int = 4, timestep: float = 0.5):
 
 
 def test_convert_to_fp8_tiny_flux2_blocks_only():
-    model = _tiny_flux2()
+    model = tiny_flux2_transformer()
     inputs = _flux2_inputs()
     with torch.no_grad():
         ref = model(**inputs)[0]
@@ -192,7 +182,7 @@ def test_convert_to_fp8_tiny_flux2_blocks_only():
 
 
 def test_compile_repeated_blocks_marks_each_block():
-    model = _tiny_flux2()
+    model = tiny_flux2_transformer()
     assert acc.repeated_block_classes(model) == ("Flux2TransformerBlock", "Flux2SingleTransformerBlock")
     assert acc.compile_repeated_blocks(model) == 3
     assert all(getattr(b, "_compiled_call_impl", None) is not None for b in acc.repeated_blocks(model))
@@ -209,8 +199,8 @@ def test_fallback_block_lists():
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_step_cache_skips_and_resets(compiled):
-    model = _tiny_flux2()
-    full = _tiny_flux2()  # same seed, same weights, no cache
+    model = tiny_flux2_transformer()
+    full = tiny_flux2_transformer()  # same seed, same weights, no cache
     assert acc.enable_step_cache(model, threshold=0.5)
     if compiled:  # the skip decision stays outside the compiled blocks (not run here: marks only)
         acc.compile_repeated_blocks(model)
@@ -252,7 +242,7 @@ def test_apply_fast_path_on_cpu_reports_what_applied():
         pass
 
     pipe = Pipe()
-    pipe.transformer = _tiny_flux2()
+    pipe.transformer = tiny_flux2_transformer()
     report = acc.apply_fast_path(pipe, acc.parse_options("fp8+compile"), "flux2_dev_4bit")
     assert report.asked == "fp8+compile" and report.applied == "compile"
     assert report.details["compiled_blocks"] == 3
@@ -321,7 +311,7 @@ def _tensor_bytes(model: nn.Module) -> int:
 
 @pytest.mark.parametrize("weights", ["dense", "nf4"])
 def test_fp8_size_change_is_what_the_conversion_does(weights):
-    model = _tiny_flux2() if weights == "dense" else _nf4_blocks(_tiny_flux2())
+    model = tiny_flux2_transformer() if weights == "dense" else _nf4_blocks(tiny_flux2_transformer())
     predicted = acc.fp8_size_change(model)
     before = _tensor_bytes(model)
     acc.convert_to_fp8(model, "row")
@@ -335,7 +325,7 @@ def test_fit_to_memory_keeps_fp8_only_where_the_engine_still_fits():
     from flexy_worker.residency import storage_bytes
 
     fast = acc.FastPath(compile=True, fp8="row", fast_accum=True, sdpa="cudnn")  # resolved on an FP8 card
-    nf4 = SimpleNamespace(transformer=_nf4_blocks(_tiny_flux2()))
+    nf4 = SimpleNamespace(transformer=_nf4_blocks(tiny_flux2_transformer()))
     loaded = storage_bytes([nf4.transformer])
     grown = loaded + acc.fp8_size_change(nf4.transformer)
     assert grown > loaded
@@ -346,7 +336,7 @@ def test_fit_to_memory_keeps_fp8_only_where_the_engine_still_fits():
     assert dropped.describe() == "compile+sdpa=cudnn" and weighed["fp8_fits"] is False  # NF4 stays, compiled
     assert weighed["resident_bytes_as_loaded"] == loaded and weighed["resident_bytes_with_fp8"] == grown
 
-    dense = SimpleNamespace(transformer=_tiny_flux2())  # FP8 halves bf16 weights: it always fits better
+    dense = SimpleNamespace(transformer=tiny_flux2_transformer())  # FP8 halves bf16 weights: it always fits better
     assert acc.fit_to_memory(fast, dense, acc.MemoryRoom(budget_bytes=1, others_bytes=0))[0] == fast
     assert acc.fit_to_memory(fast, nf4, None) == (fast, {})  # no budget given: as configured
     assert acc.fit_to_memory(acc.FastPath(compile=True), nf4, acc.MemoryRoom(1))[0] == acc.FastPath(compile=True)

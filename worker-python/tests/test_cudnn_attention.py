@@ -13,6 +13,7 @@ import torch
 from flexy_worker import acceleration as acc
 from flexy_worker import cudnn_attention as ca
 from flexy_worker import fp8_attention as fa
+from tiny_models import tiny_flux2_transformer
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,17 +64,6 @@ def test_output_scale_cannot_overflow():
     assert rel_err(out, exact(q, k, v)) < 0.08
 
 
-def _tiny_flux2_bf16():
-    from diffusers import Flux2Transformer2DModel
-
-    torch.manual_seed(3)
-    return Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=64,
-        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=16, mlp_ratio=3.0,
-        axes_dims_rope=(16, 16, 16, 16), guidance_embeds=True,
-    ).eval().to(torch.bfloat16)  # fmt: skip
-
-
 def _inputs():
     g = torch.Generator().manual_seed(4)
     ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(4.0), torch.arange(4.0), torch.zeros(1), indexing="ij"), -1)
@@ -94,7 +84,7 @@ def test_processors_route_through_the_op_and_back(cpu_routing, monkeypatch):
     calls = []
     real = ca.cudnn_fp8_attention
     monkeypatch.setattr(ca, "cudnn_fp8_attention", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
-    model, inputs = _tiny_flux2_bf16(), _inputs()
+    model, inputs = tiny_flux2_transformer(head_dim=64).to(torch.bfloat16), _inputs()
     with torch.no_grad():
         ref = model(**inputs)[0]
         assert fa.install(model, "cudnn-fp8") == 3  # one double-stream, two single-stream blocks
@@ -107,7 +97,7 @@ def test_processors_route_through_the_op_and_back(cpu_routing, monkeypatch):
 
 
 def test_compiled_blocks_trace_the_op_in_one_graph(cpu_routing):
-    model, inputs = _tiny_flux2_bf16(), _inputs()
+    model, inputs = tiny_flux2_transformer(head_dim=64).to(torch.bfloat16), _inputs()
     fa.install(model, "cudnn-fp8")
     with torch.no_grad():
         eager = model(**inputs)[0]

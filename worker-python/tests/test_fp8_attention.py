@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from flexy_worker import fp8_attention as fa
+from tiny_models import tiny_flux2_transformer
 
 TESTS = Path(__file__).resolve().parent
 
@@ -99,17 +100,6 @@ def test_supported_only_where_the_kernel_applies():
         fa._ALLOW_CPU["value"] = False
 
 
-def _tiny_flux2(head_dim: int = 16):
-    from diffusers import Flux2Transformer2DModel
-
-    torch.manual_seed(3)
-    return Flux2Transformer2DModel(
-        patch_size=1, in_channels=16, num_layers=1, num_single_layers=2, attention_head_dim=head_dim,
-        num_attention_heads=2, joint_attention_dim=32, timestep_guidance_channels=16, mlp_ratio=3.0,
-        axes_dims_rope=(head_dim // 4,) * 4, guidance_embeds=True,
-    ).eval()  # fmt: skip
-
-
 def _flux2_inputs():
     g = torch.Generator().manual_seed(4)
     ids = torch.stack(torch.meshgrid(torch.zeros(1), torch.arange(4.0), torch.arange(4.0), torch.zeros(1), indexing="ij"), -1)
@@ -119,7 +109,7 @@ def _flux2_inputs():
 
 
 def test_install_routes_processors_and_falls_back_on_cpu():
-    model = _tiny_flux2(head_dim=64)
+    model = tiny_flux2_transformer(head_dim=64)
     inputs = _flux2_inputs()
     with torch.no_grad():
         ref = model(**inputs)[0]
