@@ -26,7 +26,10 @@ async function stopAll(code) {
     if (child.exitCode !== null || child.signalCode !== null) continue;
     child.kill('SIGTERM');
     await new Promise((resolve) => {
-      const timer = setTimeout(() => child.kill('SIGKILL'), child.stopGraceMs);
+      const timer = setTimeout(() => {
+        log(`${child.serviceName} did not stop within ${child.stopGraceMs} ms; killing it`);
+        child.kill('SIGKILL');
+      }, child.stopGraceMs);
       child.once('exit', () => {
         clearTimeout(timer);
         resolve();
@@ -73,6 +76,7 @@ function parentOf(pid) {
 }
 
 function watch(name, child, stopGraceMs) {
+  child.serviceName = name;
   child.stopGraceMs = stopGraceMs;
   children.push(child);
   child.on('exit', (code, signal) => {
