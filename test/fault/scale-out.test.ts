@@ -154,7 +154,10 @@ it(`10. ${JOBS} demo jobs through 2 supervisors while a worker is killed every 2
   }
   expect(ids.filter((id) => finishedRuns.get(id) !== 1)).toEqual([]);
   const retried = rows.filter((r) => r.attempts > 1).length;
-  expect(retried).toBeLessThanOrEqual(kills.length);
+  // Every re-run has a cause: a kill of ours, or, on a loaded machine, a worker its supervisor stopped
+  // (silent past the heartbeat limit) or a lock that expired before it was renewed.
+  const supervisorStops = hosts.flatMap(({ sup }) => linesMatching(sup, /stopping: (missed heartbeats|no step of job)|lock lost; leaving the job/));
+  expect(retried).toBeLessThanOrEqual(kills.length + supervisorStops.length);
   expect(retried).toBeGreaterThanOrEqual(1);
 
   // Load split, and the faults really happened.
@@ -171,7 +174,8 @@ it(`10. ${JOBS} demo jobs through 2 supervisors while a worker is killed every 2
   Object.assign(row, {
     outcome:
       `all ${JOBS} succeeded and recorded exactly once (one row, one image, one file each); ${kills.length} worker kill(s)` +
-      `${skipped ? ` (${skipped} tick(s) passed over: no live worker)` : ''}, ${retried} of them mid-job (that job re-run, recorded once); split ${share}; ` +
+      `${skipped ? ` (${skipped} tick(s) passed over: no live worker)` : ''}, ${retried} job(s) re-run after a lost worker, recorded once` +
+      `${supervisorStops.length ? ` (${supervisorStops.length} worker(s) stopped by their supervisor or lock(s) lost under load)` : ''}; split ${share}; ` +
       `jobs arriving over ${(submittedMs / 1000).toFixed(0)} s, all done ${(elapsedMs / 1000).toFixed(0)} s after the first; detection and recovery are the worst over the kills (recovery: the killed worker serving again)`,
     detectionMs: kills.length ? worst('detectedMs') : null,
     recoveryMs: kills.length ? worst('servingAgainMs') : null,
